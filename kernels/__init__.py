@@ -1,0 +1,1 @@
+"""Triton kernels of vzoo (importable as ``vzoo.kernels``)."""

@@ -1,0 +1,198 @@
+"""What every vzoo family uses to build its models: safe checkpoint reading, key checking, and the
+one call into timm's ``build_model_with_cfg``.
+
+Loading never executes pickled code: ``.safetensors`` files are read as such and everything else
+with ``torch.load(weights_only=True)``. A pretrained file is named with timm's own mechanism,
+``timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=PATH))``; vzoo never
+downloads anything.
+"""
+from __future__ import annotations
+
+import fnmatch
+import os
+import pickle
+import zipfile
+from typing import Any, Callable, Dict, Iterable, List, Optional
+
+import torch
+from torch import nn
+
+__all__ = [
+    "CheckpointError", "load_checkpoint_file", "unwrap_state_dict", "check_state_dict",
+    "build_vzoo_model", "list_vzoo_models", "model_family",
+]
+
+# Containers that training scripts wrap weights in, in the order they are preferred
+# (EMA weights first, as timm and BasicSR do).
+STATE_DICT_KEYS = ("state_dict_ema", "model_ema", "params_ema", "state_dict", "model", "params")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or does not fit the model it is loaded into."""
+
+
+def _is_tensor_dict(obj: Any) -> bool:
+    return isinstance(obj, dict) and len(obj) > 0 and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+
+
+def unwrap_state_dict(checkpoint: Any, path: str = "<checkpoint>") -> Dict[str, torch.Tensor]:
+    """Return the tensor dict inside ``checkpoint`` (a bare state dict or a training checkpoint),
+    with a DataParallel ``module.`` prefix removed."""
+    sd = checkpoint
+    if isinstance(checkpoint, dict) and not _is_tensor_dict(checkpoint):
+        for key in STATE_DICT_KEYS:
+            if _is_tensor_dict(checkpoint.get(key)):
+                sd = checkpoint[key]
+                break
+    if not _is_tensor_dict(sd):
+        found = sorted(checkpoint)[:10] if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        raise CheckpointError(
+            f"{path!r} holds no state dict: expected a dict of tensors, or one under any of the keys "
+            f"{list(STATE_DICT_KEYS)}; found {found}")
+    if all(k.startswith("module.") for k in sd):
+        sd = {k[len("module."):]: v for k, v in sd.items()}
+    return dict(sd)
+
+
+def load_checkpoint_file(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Dict[str, torch.Tensor]:
+    """Read a weights file without executing pickled code and return its state dict.
+
+    Raises ``FileNotFoundError`` for a missing file and :class:`CheckpointError` for a file that is
+    corrupt, truncated, needs arbitrary code to unpickle, or holds no state dict.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint file {path!r} does not exist")
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+        try:
+            obj = load_file(path, device=str(map_location))
+        except Exception as e:  # safetensors raises its own SafetensorError for any bad header
+            raise CheckpointError(f"{path!r} is not a readable safetensors file ({type(e).__name__}: {e})") from e
+    else:
+        try:
+            obj = torch.load(path, map_location=map_location, weights_only=True)
+        except pickle.UnpicklingError as e:
+            raise CheckpointError(
+                f"{path!r} cannot be loaded with weights_only=True (it holds pickled objects other than "
+                f"tensors and plain containers): {str(e).splitlines()[0]}. vzoo never unpickles code from a "
+                f"weights file; re-save its state dict with torch.save(model.state_dict(), path).") from e
+        except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as e:
+            raise CheckpointError(
+                f"{path!r} is corrupt or not a PyTorch/safetensors weights file "
+                f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
+    return unwrap_state_dict(obj, path)
+
+
+def _fmt_keys(keys: List[str], limit: int = 12) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def check_state_dict(
+        state_dict: Dict[str, torch.Tensor],
+        model: nn.Module,
+        ignore: Iterable[str] = (),
+        name: str = "checkpoint",
+) -> None:
+    """Raise :class:`CheckpointError` naming every missing, unexpected or mis-shaped key.
+
+    ``ignore`` holds fnmatch patterns of keys not to compare (e.g. the classifier, which timm
+    drops or re-initialises itself when ``num_classes`` differs).
+    """
+    ignore = list(ignore)
+
+    def skip(k: str) -> bool:
+        return any(fnmatch.fnmatchcase(k, p) for p in ignore)
+
+    own = {k: v for k, v in model.state_dict().items() if not skip(k)}
+    given = {k: v for k, v in state_dict.items() if not skip(k)}
+    missing = sorted(set(own) - set(given))
+    unexpected = sorted(set(given) - set(own))
+    shapes = sorted(
+        f"{k}: checkpoint {tuple(given[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in set(own) & set(given) if tuple(given[k].shape) != tuple(own[k].shape))
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing keys ({len(missing)}): {_fmt_keys(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys ({len(unexpected)}): {_fmt_keys(unexpected)}")
+        if shapes:
+            parts.append(f"shape mismatches ({len(shapes)}): {_fmt_keys(shapes)}")
+        raise CheckpointError(
+            f"{name} does not fit {type(model).__name__}: " + "; ".join(parts) +
+            ". Is it the right variant? Official releases are converted with tools/convert.py.")
+
+
+def _classifier_patterns(pretrained_cfg: Dict[str, Any]) -> List[str]:
+    classifier = pretrained_cfg.get("classifier") or ()
+    if isinstance(classifier, str):
+        classifier = (classifier,)
+    return [f"{c}.*" for c in classifier]
+
+
+def build_vzoo_model(
+        model_cls: Callable[..., nn.Module],
+        variant: str,
+        pretrained: bool = False,
+        checkpoint_filter_fn: Optional[Callable[[Dict[str, torch.Tensor], nn.Module], Dict[str, torch.Tensor]]] = None,
+        feature_cfg: Optional[Dict[str, Any]] = None,
+        **kwargs,
+) -> nn.Module:
+    """timm's ``build_model_with_cfg`` with vzoo's loading rules.
+
+    - ``pretrained=True`` needs a local file (``pretrained_cfg_overlay=dict(file=PATH)``) or a
+      state dict; the file is read by :func:`load_checkpoint_file` (no pickled code).
+    - the family's ``checkpoint_filter_fn`` maps official key names onto vzoo's, then every key is
+      checked, so a wrong or damaged checkpoint fails with the keys named instead of loading partly.
+    - ``features_only`` goes through the model's ``forward_intermediates`` (timm's getter).
+    """
+    from timm.models import build_model_with_cfg
+
+    overlay = dict(kwargs.pop("pretrained_cfg_overlay", None) or {})
+    if pretrained:
+        file = overlay.get("file")
+        if file:
+            overlay.pop("file")
+            overlay["state_dict"] = load_checkpoint_file(file)
+        elif overlay.get("state_dict") is None:
+            raise CheckpointError(
+                f"{variant}: pretrained=True needs a local weights file, since vzoo never downloads: "
+                f"timm.create_model({variant!r}, pretrained=True, pretrained_cfg_overlay=dict(file=PATH)); "
+                f"see checkpoints/index/ for where the official weights are published")
+        source = file or "state dict"
+
+        def filter_fn(state_dict, model):
+            if checkpoint_filter_fn is not None:
+                state_dict = checkpoint_filter_fn(state_dict, model)
+            check_state_dict(state_dict, model, ignore=_classifier_patterns(model.pretrained_cfg),
+                             name=f"checkpoint {source!r} for {variant}")
+            return state_dict
+    else:
+        filter_fn = checkpoint_filter_fn
+
+    feature_cfg = dict(feature_cls="getter", **(feature_cfg or {}))
+    return build_model_with_cfg(
+        model_cls, variant, pretrained,
+        pretrained_filter_fn=filter_fn,
+        pretrained_cfg_overlay=overlay or None,
+        feature_cfg=feature_cfg,
+        **kwargs,
+    )
+
+
+def list_vzoo_models(pattern: str = "*") -> List[str]:
+    """Every model that vzoo registers with timm, found from timm's registry."""
+    import timm
+    from timm.models import model_entrypoint
+    return sorted(
+        n for n in timm.list_models(pattern)
+        if model_entrypoint(n).__module__.startswith("vzoo."))
+
+
+def model_family(name: str) -> str:
+    """The vzoo family (its module in ``vzoo.models``) that registers ``name``."""
+    from timm.models import model_entrypoint
+    return model_entrypoint(name).__module__.rsplit(".", 1)[-1]
