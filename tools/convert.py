@@ -1,0 +1,97 @@
+#!/usr/bin/env python
+"""Convert an official checkpoint into vzoo's own format.
+
+    python tools/convert.py MODEL SRC DST [--no-verify-sha]
+
+1. looks MODEL up in the checkpoint index (checkpoints/index/*.json) and refuses SRC when its
+   sha256 disagrees with the index;
+2. reads SRC without executing pickled code (or, for a TensorFlow release, through the family's
+   ``convert_tf_checkpoint``), maps its keys with the family's ``checkpoint_filter_fn`` and checks
+   every key by building the model with ``timm.create_model(MODEL, pretrained=True, ...)``;
+3. writes DST atomically as safetensors, with the model name, its pretrained cfg and the source's
+   sha256 in the file's metadata; then loads DST back and checks the outputs are identical.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import tempfile
+
+import timm
+import torch
+from safetensors.torch import save_file
+
+import vzoo
+from vzoo.checkpoint_index import load_index, sha256_file
+from vzoo.models import load_checkpoint_file
+
+
+def read_source(model: str, src: str, fmt: str):
+    if fmt in ("torch", "safetensors", "basicsr"):
+        return load_checkpoint_file(src)
+    # non-PyTorch releases: the family module converts them (e.g. convert_tf_checkpoint)
+    family = importlib.import_module(timm.models.model_entrypoint(model).__module__)
+    fn = getattr(family, f"convert_{fmt}_checkpoint", None)
+    if fn is None:
+        raise SystemExit(f"convert.py: {family.__name__} has no convert_{fmt}_checkpoint for format={fmt!r}")
+    return fn(src)
+
+
+def convert(model: str, src: str, dst: str, verify_sha: bool = True, index_dir=None) -> dict:
+    index = load_index(index_dir)
+    if model not in index:
+        raise SystemExit(f"convert.py: {model!r} is not in the checkpoint index (checkpoints/index/*.json); "
+                         f"indexed: {', '.join(sorted(index))}")
+    entry = index[model]
+    if not os.path.isfile(src):
+        raise SystemExit(f"convert.py: SRC {src!r} does not exist")
+    digest = sha256_file(src)
+    if verify_sha and entry["sha256"] and digest != entry["sha256"]:
+        raise SystemExit(f"convert.py: refusing {src!r}: its sha256 is {digest}, the index says "
+                         f"{entry['sha256']} for {model} ({entry['source']}). Wrong or damaged download?")
+    state_dict = read_source(model, src, entry["format"])
+    net = timm.create_model(model, pretrained=True, pretrained_cfg_overlay=dict(state_dict=state_dict)).eval()
+    out = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
+    meta = {
+        "vzoo_model": model,
+        "vzoo_version": vzoo.__version__,
+        "source": entry["source"],
+        "source_sha256": digest,
+        "pretrained_cfg": json.dumps(net.pretrained_cfg, default=str),
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(dst)), suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(out, tmp, metadata=meta)
+        os.replace(tmp, dst)  # atomic: DST is either the old file or the complete new one
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    # round trip: the written file gives the same outputs as the converted model
+    back = timm.create_model(model, pretrained=True, pretrained_cfg_overlay=dict(file=dst)).eval()
+    size = tuple((net.pretrained_cfg.get("min_input_size") or (3, 64, 64)))
+    x = torch.randn(1, *size)
+    with torch.no_grad():
+        err = (back(x) - net(x)).abs().max().item()
+    if err != 0:
+        raise SystemExit(f"convert.py: {dst} does not reproduce the converted model (max abs diff {err})")
+    return dict(model=model, keys=len(out), src_sha256=digest, dst=dst)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", help="timm model name, as in checkpoints/index/*.json")
+    p.add_argument("src", help="the official checkpoint file")
+    p.add_argument("dst", help="where to write vzoo's safetensors file")
+    p.add_argument("--no-verify-sha", action="store_true", help="skip the sha256 check against the index")
+    a = p.parse_args(argv)
+    info = convert(a.model, a.src, a.dst, verify_sha=not a.no_verify_sha)
+    print(f"converted {info['model']}: {info['keys']} tensors, source sha256 {info['src_sha256']}, wrote {info['dst']}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""``VZooBackbone``: any timm-registered model (vzoo's or timm's own) as an mmdet/mmseg backbone."""
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence, Tuple
+
+import timm
+import torch
+import torch.nn.functional as F
+from mmengine.logging import print_log
+from mmengine.model import BaseModule
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+import vzoo  # noqa: F401  (registers vzoo's models with timm)
+from vzoo.models import gcvit as _gcvit
+from vzoo.models._builder import CheckpointError, load_checkpoint_file
+
+__all__ = ["VZooBackbone"]
+
+# Models whose timm implementation is sized at construction: what makes them accept any input size.
+_INPUT_SIZE_FIXES = (_gcvit.make_input_size_agnostic,)
+
+
+class VZooBackbone(BaseModule):
+    """Build ``timm.create_model(model, features_only=True, out_indices=...)`` and return a tuple of
+    NCHW feature maps, one per entry of ``out_indices``.
+
+    Args:
+        model: a timm model name (``timm.list_models()``; vzoo's are there once vzoo is imported).
+        out_indices: which feature levels to return (indices into the model's ``feature_info``).
+        frozen_stages: freeze the stem and the stages up to this index (-1: nothing frozen).
+        norm_eval: keep BatchNorm layers in eval mode while training.
+        init_cfg: ``dict(type='Pretrained', checkpoint=PATH[, prefix='backbone.'])`` loads a
+            classification checkpoint the way ``timm.create_model(model, pretrained=True,
+            pretrained_cfg_overlay=dict(file=PATH))`` does (the family's ``checkpoint_filter_fn``
+            maps official keys; a file that misses backbone weights is an error). ``prefix`` picks
+            the backbone out of a detector/segmentor checkpoint.
+        pad_to: inputs are zero-padded (bottom/right) to a multiple of this and every output is
+            cropped back to ``ceil(size / stride)``; ``None`` uses the model's largest reduction.
+        **model_kwargs: passed to ``timm.create_model`` (e.g. ``drop_path_rate``).
+    """
+
+    def __init__(
+            self,
+            model: str,
+            out_indices: Sequence[int] = (0, 1, 2, 3),
+            frozen_stages: int = -1,
+            norm_eval: bool = False,
+            init_cfg: Optional[dict] = None,
+            pad_to: Optional[int] = None,
+            **model_kwargs,
+    ):
+        super().__init__(init_cfg=None)  # loading is ours, see init_weights
+        if model not in timm.list_models():
+            raise ValueError(f"VZooBackbone: model={model!r} is not registered with timm; "
+                             f"see timm.list_models() (vzoo's models: vzoo.list_vzoo_models())")
+        if init_cfg is not None and init_cfg.get("type") != "Pretrained":
+            raise ValueError(f"VZooBackbone: init_cfg type must be 'Pretrained' or init_cfg=None, "
+                             f"got {init_cfg.get('type')!r}")
+        self.model_name = model
+        self.model_kwargs = dict(model_kwargs)
+        self.pretrained_cfg = dict(init_cfg) if init_cfg else None
+        self.out_indices = tuple(out_indices)
+        self.frozen_stages = frozen_stages
+        self.norm_eval = norm_eval
+
+        self.body = timm.create_model(model, features_only=True, out_indices=self.out_indices, **model_kwargs)
+        for fix in _INPUT_SIZE_FIXES:
+            fix(self.body)
+        info = self.body.feature_info
+        self.channels: Tuple[int, ...] = tuple(info.channels())
+        self.strides: Tuple[int, ...] = tuple(info.reduction())
+        self.pad_to = pad_to or max(self.strides)
+        # every feature level of the model, to find where each stage starts (for frozen_stages)
+        all_info = getattr(self.inner_model, "feature_info", None) or []
+        self._stage_modules = [d["module"] for d in all_info]
+        if frozen_stages >= len(self._stage_modules) > 0:
+            raise ValueError(f"VZooBackbone: frozen_stages={frozen_stages} but {model} has "
+                             f"{len(self._stage_modules)} stages; allowed: -1 .. {len(self._stage_modules) - 1}")
+        self._freeze_stages()
+
+    @property
+    def inner_model(self) -> nn.Module:
+        """The timm model inside the features wrapper (its state dict has the classifier's key names)."""
+        return getattr(self.body, "model", self.body)
+
+    # ---- weights -------------------------------------------------------------------------
+    def init_weights(self):
+        if not self.pretrained_cfg:
+            return  # timm initialised the model at construction
+        ckpt = self.pretrained_cfg["checkpoint"]
+        prefix = self.pretrained_cfg.get("prefix")
+        if prefix:
+            sd = load_checkpoint_file(ckpt)
+            sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+            if not sd:
+                raise CheckpointError(f"VZooBackbone: no key of {ckpt!r} starts with prefix={prefix!r}")
+            overlay = dict(state_dict=sd)
+        else:
+            overlay = dict(file=ckpt)
+        # the classifier-shaped model, loaded exactly as timm.create_model(pretrained=True) does
+        full = timm.create_model(self.model_name, pretrained=True, pretrained_cfg_overlay=overlay, **self.model_kwargs)
+        missing, unexpected = self.inner_model.load_state_dict(full.state_dict(), strict=False)
+        if missing:
+            raise CheckpointError(f"VZooBackbone: {ckpt!r} leaves backbone weights of {self.model_name} "
+                                  f"uninitialised: {missing[:12]}")
+        print_log(f"VZooBackbone: loaded {self.model_name} from {ckpt} "
+                  f"({len(unexpected)} classifier/unused keys skipped)", logger="current")
+        self._is_init = True
+
+    # ---- freezing ------------------------------------------------------------------------
+    def _frozen_params(self):
+        if self.frozen_stages < 0:
+            return []
+        names = [n for n, _ in self.inner_model.named_parameters()]
+        if self.frozen_stages + 1 < len(self._stage_modules):
+            nxt = self._stage_modules[self.frozen_stages + 1] + "."
+            end = next((i for i, n in enumerate(names) if n.startswith(nxt)), len(names))
+        else:
+            end = len(names)
+        return names[:end]
+
+    def _freeze_stages(self):
+        frozen = set(self._frozen_params())
+        for name, p in self.inner_model.named_parameters():
+            if name in frozen:
+                p.requires_grad_(False)
+        self._frozen_modules = [m for n, m in self.inner_model.named_modules()
+                                if any(f.startswith(n + ".") for f in frozen) and len(list(m.children())) == 0]
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if mode:
+            for m in self._frozen_modules:
+                m.eval()
+            if self.norm_eval:
+                for m in self.modules():
+                    if isinstance(m, _BatchNorm):
+                        m.eval()
+        return self
+
+    # ---- forward -------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        if x.ndim != 4:
+            raise ValueError(f"VZooBackbone: expected an NCHW batch, got shape {tuple(x.shape)}")
+        H, W = x.shape[-2:]
+        pad_h, pad_w = (-H) % self.pad_to, (-W) % self.pad_to
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h))
+        outs = []
+        for feat, ch, stride in zip(self.body(x), self.channels, self.strides):
+            if feat.ndim == 4 and feat.shape[1] != ch and feat.shape[-1] == ch:
+                feat = feat.permute(0, 3, 1, 2)  # NHWC models
+            if pad_h or pad_w:
+                feat = feat[..., :math.ceil(H / stride), :math.ceil(W / stride)]
+            outs.append(feat.contiguous())
+        return tuple(outs)
