@@ -72,18 +72,14 @@ class VZooBackbone(BaseModule):
         self.channels: Tuple[int, ...] = tuple(info.channels())
         self.strides: Tuple[int, ...] = tuple(info.reduction())
         self.pad_to = pad_to or max(self.strides)
-        # every feature level of the model, to find where each stage starts (for frozen_stages)
-        all_info = getattr(self.inner_model, "feature_info", None) or []
+        # every feature level of the whole model (the features wrapper keeps only out_indices)
+        with torch.device("meta"):
+            all_info = timm.create_model(model, **model_kwargs).feature_info
         self._stage_modules = [d["module"] for d in all_info]
-        if frozen_stages >= len(self._stage_modules) > 0:
+        if frozen_stages >= len(self._stage_modules):
             raise ValueError(f"VZooBackbone: frozen_stages={frozen_stages} but {model} has "
                              f"{len(self._stage_modules)} stages; allowed: -1 .. {len(self._stage_modules) - 1}")
         self._freeze_stages()
-
-    @property
-    def inner_model(self) -> nn.Module:
-        """The timm model inside the features wrapper (its state dict has the classifier's key names)."""
-        return getattr(self.body, "model", self.body)
 
     # ---- weights -------------------------------------------------------------------------
     def init_weights(self):
@@ -99,35 +95,36 @@ class VZooBackbone(BaseModule):
             overlay = dict(state_dict=sd)
         else:
             overlay = dict(file=ckpt)
-        # the classifier-shaped model, loaded exactly as timm.create_model(pretrained=True) does
+        # Loaded exactly as timm.create_model(name, pretrained=True) loads it: family filter fn and a
+        # strict key check (timm loads features_only models non-strictly, so that goes second).
         full = timm.create_model(self.model_name, pretrained=True, pretrained_cfg_overlay=overlay, **self.model_kwargs)
-        missing, unexpected = self.inner_model.load_state_dict(full.state_dict(), strict=False)
-        if missing:
-            raise CheckpointError(f"VZooBackbone: {ckpt!r} leaves backbone weights of {self.model_name} "
-                                  f"uninitialised: {missing[:12]}")
-        print_log(f"VZooBackbone: loaded {self.model_name} from {ckpt} "
-                  f"({len(unexpected)} classifier/unused keys skipped)", logger="current")
+        loaded = timm.create_model(self.model_name, features_only=True, out_indices=self.out_indices, pretrained=True,
+                                   pretrained_cfg_overlay=dict(state_dict=full.state_dict()), **self.model_kwargs)
+        self.body.load_state_dict(loaded.state_dict())
+        print_log(f"VZooBackbone: loaded {self.model_name} from {ckpt}", logger="current")
         self._is_init = True
 
     # ---- freezing ------------------------------------------------------------------------
     def _frozen_params(self):
+        """Names of the parameters of the stem and of stages 0..frozen_stages, in registration order.
+        timm's flattening feature wrapper renames ``stages.1`` to ``stages_1``: both are matched."""
         if self.frozen_stages < 0:
             return []
-        names = [n for n, _ in self.inner_model.named_parameters()]
+        names = [n for n, _ in self.body.named_parameters()]
+        end = len(names)
         if self.frozen_stages + 1 < len(self._stage_modules):
-            nxt = self._stage_modules[self.frozen_stages + 1] + "."
-            end = next((i for i, n in enumerate(names) if n.startswith(nxt)), len(names))
-        else:
-            end = len(names)
+            nxt = self._stage_modules[self.frozen_stages + 1]
+            starts = tuple({nxt + ".", nxt.replace(".", "_") + ".", "model." + nxt + "."})
+            end = next((i for i, n in enumerate(names) if n.startswith(starts)), len(names))
         return names[:end]
 
     def _freeze_stages(self):
         frozen = set(self._frozen_params())
-        for name, p in self.inner_model.named_parameters():
+        for name, p in self.body.named_parameters():
             if name in frozen:
                 p.requires_grad_(False)
-        self._frozen_modules = [m for n, m in self.inner_model.named_modules()
-                                if any(f.startswith(n + ".") for f in frozen) and len(list(m.children())) == 0]
+        self._frozen_modules = [m for n, m in self.body.named_modules()
+                                if len(list(m.children())) == 0 and any(f.startswith(n + ".") for f in frozen)]
 
     def train(self, mode: bool = True):
         super().train(mode)
