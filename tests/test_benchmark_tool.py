@@ -1,0 +1,49 @@
+"""tools/benchmark.py: suite discovery, the models suite end to end, and the generated Markdown section."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+
+import benchmark  # noqa: E402
+from vzoo.benchmarks import list_suites, load_suite  # noqa: E402
+from vzoo.benchmarks._timing import measure  # noqa: E402
+
+
+def test_suites_are_discovered_and_unknown_suite_is_named():
+    assert "models" in list_suites()
+    with pytest.raises(ValueError, match="'nope' is unknown.*models"):
+        load_suite("nope")
+
+
+def test_measure_reports_time_and_memory_and_rejects_bad_counts():
+    import torch
+    r = measure(lambda: torch.ones(256, 256).sum(), "cpu", warmup=0, iters=2)
+    assert r["ms"] > 0 and r["ms_min"] <= r["ms"] <= r["ms_max"]
+    with pytest.raises(ValueError, match="iters"):
+        measure(lambda: None, "cpu", iters=0)
+
+
+def test_models_suite_writes_table_json_and_markdown_section(tmp_path):
+    md = tmp_path / "benchmarks.md"
+    md.write_text("# Benchmarks\n\nintro kept\n\n## models\n\n<!-- bench:models -->\nold\n<!-- /bench:models -->\n\ntail kept\n")
+    cmd = [sys.executable, str(ROOT / "tools" / "benchmark.py"), "models", "--models", "resnet10t",
+           "--img-size", "32", "48", "--batch-size", "2", "--iters", "1", "--warmup", "0", "--train",
+           "--device", "cpu", "--json", str(tmp_path / "r.json"), "--markdown", str(md)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "| model | params_m | size |" in r.stdout and "resnet10t" in r.stdout
+    text = md.read_text()
+    assert "intro kept" in text and "tail kept" in text and "old" not in text
+    assert text.count("<!-- bench:models -->") == 1 and "Device: CPU" in text
+    import json
+    rows = json.loads((tmp_path / "r.json").read_text())["rows"]
+    assert [row["size"] for row in rows] == [32, 48] and all(row["train_img_s"] > 0 for row in rows)
+
+
+def test_format_table_takes_the_union_of_columns():
+    t = benchmark.format_table([dict(a=1), dict(a=2.5, b=None)])
+    assert t.splitlines()[0] == "| a | b |" and t.splitlines()[-1] == "| 2.5 | - |"

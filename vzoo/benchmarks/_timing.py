@@ -1,0 +1,85 @@
+"""One way to time a callable and to read its peak memory, shared by every benchmark suite.
+
+Time: ``warmup`` untimed calls, then ``iters`` timed calls (CUDA synchronised around each); the
+median and the spread (min, max) in milliseconds are reported.
+
+Peak memory, in MiB above what was in use before the first timed call:
+
+* CUDA: ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats`` (tensor memory, exact).
+* CPU: the process's resident-set high-water mark (``VmHWM``), reset through
+  ``/proc/self/clear_refs`` (Linux). This is process-wide and includes allocator caching, so it is an
+  upper bound of what the callable needs; it is ``None`` where the kernel does not allow the reset.
+"""
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from typing import Callable, Optional
+
+import torch
+
+__all__ = ["measure", "device_name"]
+
+
+def _proc_status_kb(field: str) -> Optional[int]:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _reset_cpu_peak() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # 5 = reset the peak RSS (VmHWM) to the current RSS
+        return True
+    except OSError:
+        return False
+
+
+def _sync(device: torch.device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(fn: Callable[[], object], device="cpu", warmup: int = 2, iters: int = 5) -> dict:
+    """Time ``fn()`` and read its peak memory; returns ``dict(ms, ms_min, ms_max, peak_mb)``."""
+    if iters < 1 or warmup < 0:
+        raise ValueError(f"measure: iters must be >= 1 and warmup >= 0, got iters={iters}, warmup={warmup}")
+    device = torch.device(device)
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    else:
+        ok = _reset_cpu_peak()
+        base = _proc_status_kb("VmRSS") if ok else None
+    times = []
+    for _ in range(iters):
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append((time.perf_counter() - t0) * 1e3)
+    if device.type == "cuda":
+        peak_mb = (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    else:
+        hwm = _proc_status_kb("VmHWM")
+        peak_mb = None if base is None or hwm is None else max(hwm - base, 0) / 1024
+    return dict(ms=statistics.median(times), ms_min=min(times), ms_max=max(times), peak_mb=peak_mb)
+
+
+def device_name(device="cpu") -> str:
+    """A human-readable name of where a benchmark ran (GPU model, or CPU and its thread count)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
