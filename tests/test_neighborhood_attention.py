@@ -1,0 +1,260 @@
+"""Neighborhood attention front + torch path: against a brute-force reference, natten, and by hand.
+
+The reference (``dense_reference``) is full softmax attention over all tokens with an ``N x N`` mask
+written pair by pair from natten's mask definition; the torch path is the tiled ``O(N k^2)`` one.
+"""
+import math
+import random
+
+import pytest
+import torch
+
+from vzoo.layers import na1d, na2d, na3d, na2d_av, na2d_qk, na1d_qk, na1d_av
+from vzoo.layers._na_torch import dense_reference, window_bounds
+
+try:
+    import natten
+except ImportError:  # natten is in the pinned stack; keep the rest of the file useful without it
+    natten = None
+
+
+def _cfg(rng, n, max_len=11):
+    shape = tuple(rng.randint(3, max_len) for _ in range(n))
+    ks, ss, ds = [], [], []
+    for L in shape:
+        k = rng.choice([x for x in (1, 3, 5, 7) if x <= L])
+        d = rng.choice([x for x in (1, 2, 3) if k * x <= L])
+        ks.append(k), ds.append(d), ss.append(rng.randint(1, k))
+    causal = tuple(rng.random() < 0.3 for _ in range(n))
+    return shape, tuple(ks), tuple(ss), tuple(ds), causal
+
+
+def _qkv(shape, heads=2, dim=8, vdim=None, dtype=torch.float64, b=2):
+    q = torch.randn(b, *shape, heads, dim, dtype=dtype)
+    k = torch.randn(b, *shape, heads, dim, dtype=dtype)
+    v = torch.randn(b, *shape, heads, vdim or dim, dtype=dtype)
+    return q, k, v
+
+
+OPS = {1: na1d, 2: na2d, 3: na3d}
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_torch_path_matches_reference_fwd_bwd(seed):
+    """Random odd / non-square shapes, kernel, stride, dilation, causal and rpb; forward and all grads."""
+    rng = random.Random(seed)
+    n = (1, 2, 2, 3)[seed % 4]
+    shape, ks, ss, ds, causal = _cfg(rng, n, max_len=9 if n == 3 else 13)
+    q, k, v = _qkv(shape, vdim=5)
+    rpb = torch.randn(2, *[2 * x - 1 for x in ks], dtype=torch.float64) if seed % 2 else None
+    for t in (q, k, v) + ((rpb,) if rpb is not None else ()):
+        t.requires_grad_(True)
+    scale = 0.37
+    out = OPS[n](q, k, v, ks, ss, ds, causal, scale=scale, rpb=rpb, backend="torch")
+    ref = dense_reference(q, k, v, ks, ss, ds, causal, scale, rpb)
+    torch.testing.assert_close(out, ref, atol=1e-10, rtol=1e-10)
+    g = torch.randn_like(out)
+    ins = [t for t in (q, k, v, rpb) if t is not None]
+    got = torch.autograd.grad(out, ins, g)
+    want = torch.autograd.grad(ref, ins, g)
+    for a, b_ in zip(got, want):
+        torch.testing.assert_close(a, b_, atol=1e-9, rtol=1e-9)
+
+
+def test_window_bounds_by_hand():
+    # L=7, k=3, stride 1: borders shift inward
+    lo, hi = window_bounds(7, 3, 1, False)
+    assert lo.tolist() == [0, 0, 1, 2, 3, 4, 4] and (hi - lo).tolist() == [2] * 7
+    # stride == kernel == 3 on L=6: two blocks [0..2], [3..5]
+    lo, _ = window_bounds(6, 3, 3, False)
+    assert lo.tolist() == [0, 0, 0, 3, 3, 3]
+    # non-divisible L=7: the last (partial) block shares the last full window
+    lo, _ = window_bounds(7, 3, 3, False)
+    assert lo.tolist() == [0, 0, 0, 3, 3, 3, 4]
+    # causal, k=3: [max(x-2,0) .. x]
+    lo, hi = window_bounds(5, 3, 1, True)
+    assert lo.tolist() == [0, 0, 0, 1, 2] and hi.tolist() == [0, 1, 2, 3, 4]
+
+
+def test_gradcheck_float64():
+    torch.manual_seed(0)
+    q, k, v = _qkv((5, 6), heads=2, dim=3, b=1)
+    rpb = torch.randn(2, 5, 5, dtype=torch.float64)
+    ins = [t.requires_grad_(True) for t in (q, k, v, rpb)]
+    for stride, dil, causal in [((1, 1), (1, 2), False), ((2, 3), (1, 1), (True, False))]:
+        assert torch.autograd.gradcheck(
+            lambda a, b, c, r: na2d(a, b, c, 3, stride, dil, causal, rpb=r, backend="torch"), ins)
+    qq, kk = _qkv((5, 6), heads=2, dim=3, b=1)[:2]
+    a = torch.randn(1, 5, 6, 2, 9, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, y, r: na2d_qk(x, y, 3, (1, 2), rpb=r),
+                                    [qq.requires_grad_(), kk.requires_grad_(), ins[3]])
+    assert torch.autograd.gradcheck(lambda x, y: na2d_av(x, y, 3, (1, 2)), [a, ins[2]])
+
+
+def _swin_windows(q, k, v, w, table, scale):
+    """Independent Swin-style window attention (bias table indexed by query - key + w - 1)."""
+    b, H, W, h, c = q.shape
+
+    def part(x):
+        return x.view(b, H // w, w, W // w, w, h, -1).permute(0, 1, 3, 5, 2, 4, 6).reshape(
+            b, H // w, W // w, h, w * w, -1)
+    qw, kw, vw = part(q), part(k), part(v)
+    coords = torch.stack(torch.meshgrid(torch.arange(w), torch.arange(w), indexing="ij")).flatten(1)
+    rel = (coords[:, :, None] - coords[:, None, :]) + w - 1  # query - key
+    bias = table[:, rel[0], rel[1]]  # (h, w*w, w*w)
+    attn = ((qw * scale) @ kw.transpose(-1, -2) + bias).softmax(-1)
+    o = attn @ vw  # (b, nh, nw, h, w*w, c)
+    return o.view(b, H // w, W // w, h, w, w, -1).permute(0, 1, 4, 2, 5, 3, 6).reshape(b, H, W, h, -1)
+
+
+def test_window_attention_equals_swin():
+    """kernel_size == stride == window on a divisible map is Swin's window attention (flipped table)."""
+    q, k, v = _qkv((14, 21), heads=3, dim=4, dtype=torch.float32)
+    table = torch.randn(3, 13, 13)
+    out = na2d(q, k, v, 7, stride=7, rpb=table.flip(-1, -2), backend="torch")
+    torch.testing.assert_close(out, _swin_windows(q, k, v, 7, table, 4 ** -0.5), atol=1e-5, rtol=1e-5)
+
+
+def test_qk_av_by_hand():
+    """Neighbour order j = a*kw + b from the border-shifted window, dilation in group coordinates."""
+    H, W, kh, d = 7, 8, 3, 2
+    q, k, v = _qkv((H, W), heads=2, dim=4, b=1)
+    rpb = torch.randn(2, 5, 5, dtype=torch.float64)
+    s = na2d_qk(q, k, kh, d, rpb=rpb)
+    a = torch.randn_like(s)
+    o = na2d_av(a, v, kh, d)
+    want_s, want_o = torch.zeros_like(s), torch.zeros_like(o)
+    for y in range(H):
+        for x in range(W):
+            ly, lx = _lo(y, H, kh, d), _lo(x, W, kh, d)
+            for i in range(kh):
+                for j in range(kh):
+                    ky, kx = (ly + i) * d + y % d, (lx + j) * d + x % d
+                    bias = rpb[:, ly + i - y // d + kh - 1, lx + j - x // d + kh - 1]
+                    want_s[0, y, x, :, i * kh + j] = (q[0, y, x] * k[0, ky, kx]).sum(-1) + bias
+                    want_o[0, y, x] += a[0, y, x, :, i * kh + j, None] * v[0, ky, kx]
+    torch.testing.assert_close(s, want_s)
+    torch.testing.assert_close(o, want_o)
+
+
+def _lo(x, L, k, d):
+    g, xd = x % d, x // d
+    glen = len(range(g, L, d))
+    return min(max(xd - k // 2, 0), glen - k)
+
+
+def test_qk_softmax_av_is_na():
+    q, k, v = _qkv((9, 6), heads=2, dim=4)
+    rpb = torch.randn(2, 9, 5, dtype=torch.float64)
+    s = na2d_qk(q * 0.5, k, (5, 3), (1, 2), rpb=rpb)
+    out = na2d_av(s.softmax(-1), v, (5, 3), (1, 2))
+    torch.testing.assert_close(out, na2d(q, k, v, (5, 3), 1, (1, 2), scale=0.5, rpb=rpb, backend="torch"))
+    s1 = na1d_qk(q[:, 0], k[:, 0], 5)
+    torch.testing.assert_close(na1d_av(s1.softmax(-1), v[:, 0], 5), na1d(q[:, 0], k[:, 0], v[:, 0], 5, scale=1.0))
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 3e-2), (torch.float16, 5e-3)])
+def test_low_precision(dtype, tol):
+    q, k, v = _qkv((9, 11), heads=2, dim=16, dtype=torch.float32)
+    rpb = torch.randn(2, 9, 9)
+    ref = dense_reference(q, k, v, (5, 5), (2, 1), (1, 2), (False, True), 0.25, rpb)
+    out = na2d(q.to(dtype), k.to(dtype), v.to(dtype), 5, (2, 1), (1, 2), (False, True), scale=0.25, rpb=rpb,
+               backend="torch")
+    assert out.dtype == dtype
+    torch.testing.assert_close(out.float(), ref, atol=tol * 4, rtol=tol)
+
+
+def test_auto_backend_on_cpu_is_torch():
+    q, k, v = _qkv((8, 8), dtype=torch.float32)
+    torch.testing.assert_close(na2d(q, k, v, 3), na2d(q, k, v, 3, backend="torch"), atol=0, rtol=0)
+
+
+def test_any_head_dim_and_value_dim():
+    q, k, v = _qkv((7, 7), heads=3, dim=12, vdim=20, dtype=torch.float32)
+    out = na2d(q, k, v, 5)
+    assert out.shape == (2, 7, 7, 3, 20)
+    torch.testing.assert_close(out, dense_reference(q, k, v, (5, 5), (1, 1), (1, 1), (False, False), 12 ** -0.5))
+
+
+@pytest.mark.skipif(natten is None, reason="natten not installed")
+@pytest.mark.parametrize("seed", range(8))
+def test_matches_natten_fwd_bwd(seed):
+    """natten 0.21 on the CPU (FlexAttention): forward and backward, head_dim a power of two >= 8."""
+    rng = random.Random(100 + seed)
+    n = (1, 2, 2, 3)[seed % 4]
+    shape, ks, ss, ds, causal = _cfg(rng, n, max_len=8 if n == 3 else 12)
+    ks = tuple(max(k, 3) if k * d <= L else k for k, d, L in zip(ks, ds, shape))
+    ks = tuple(k if k * d <= L else 1 for k, d, L in zip(ks, ds, shape))
+    if any(k < 2 for k in ks):
+        pytest.skip("natten needs kernel_size >= 2")
+    ss = tuple(min(s, k) for s, k in zip(ss, ks))
+    q, k, v = _qkv(shape, heads=2, dim=8, dtype=torch.float32)
+    ins = [t.requires_grad_(True) for t in (q, k, v)]
+    op = OPS[n]
+    ours = op(*ins, ks, ss, ds, causal, backend="torch")
+    theirs = op(*ins, ks, ss, ds, causal, backend="natten")
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-4)
+    g = torch.randn_like(ours)
+    for a, b_ in zip(torch.autograd.grad(ours, ins, g), torch.autograd.grad(theirs, ins, g)):
+        torch.testing.assert_close(a, b_, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.skipif(natten is None, reason="natten not installed")
+def test_matches_natten_nat_tiny_block():
+    """A NAT-like case: 2 x 14 x 14, 2 heads x 32, kernel 7, dilation 2 (DiNAT)."""
+    q, k, v = _qkv((14, 14), heads=2, dim=32, dtype=torch.float32)
+    for dil in (1, 2):
+        torch.testing.assert_close(na2d(q, k, v, 7, dilation=dil), natten.na2d(q, k, v, 7, dilation=dil),
+                                   atol=1e-5, rtol=1e-4)
+
+
+# ------------------------------------------------------------------------------------------------
+# errors
+# ------------------------------------------------------------------------------------------------
+def test_errors():
+    q, k, v = _qkv((8, 9), dtype=torch.float32)
+    with pytest.raises(ValueError, match="odd"):
+        na2d(q, k, v, 4)
+    with pytest.raises(ValueError, match="kernel_size \\* dilation"):
+        na2d(q, k, v, 5, dilation=2)
+    with pytest.raises(ValueError, match="kernel_size \\* dilation"):
+        na2d(q, k, v, 11)
+    with pytest.raises(ValueError, match="stride"):
+        na2d(q, k, v, 3, stride=4)
+    with pytest.raises(ValueError, match="stride"):
+        na2d(q, k, v, 3, stride=0)
+    with pytest.raises(ValueError, match="key shape"):
+        na2d(q, k[:, :7], v, 3)
+    with pytest.raises(ValueError, match="value shape"):
+        na2d(q, k, v[:, :, :8], 3)
+    with pytest.raises(TypeError, match="dtype"):
+        na2d(q, k.double(), v, 3)
+    with pytest.raises(ValueError, match="5-D.*\\(B, H, W, heads, head_dim\\)"):
+        na2d(q.flatten(-2).permute(0, 3, 1, 2), k, v, 3)  # NCHW
+    with pytest.raises(TypeError, match="floating"):
+        na2d(q.long(), k.long(), v.long(), 3)
+    with pytest.raises(ValueError, match="rpb must have shape"):
+        na2d(q, k, v, 3, rpb=torch.zeros(2, 3, 3))
+    with pytest.raises(ValueError, match="backend must be one of"):
+        na2d(q, k, v, 3, backend="cuda")
+    with pytest.raises(TypeError, match="kernel_size"):
+        na2d(q, k, v, (3, 3, 3))
+    with pytest.raises(TypeError, match="is_causal"):
+        na2d(q, k, v, 3, is_causal=(True,))
+    with pytest.raises(ValueError, match="attn last dim"):
+        na2d_av(torch.zeros(2, 8, 9, 2, 8), v, 3)
+    if natten is not None:
+        with pytest.raises(ValueError, match="no relative positional bias"):
+            na2d(q, k, v, 3, rpb=torch.zeros(2, 5, 5), backend="natten")
+
+
+def test_memory_is_linear_in_tokens():
+    """The torch path never forms N x N: its largest intermediate grows with N, not N^2."""
+    from vzoo.layers import _na_torch as T
+    sizes = {}
+    for L in (16, 64):
+        plan = T._nd_plan((L, L), (5, 5), (1, 1), (False, False), T._tiles_for((L, L), (5, 5), (1, 1), None),
+                          False, "cpu")
+        sizes[L] = plan["n_tiles"] * plan["tq"] * plan["tk"]
+    assert sizes[64] / sizes[16] < 16 * 1.5  # tokens grew 16x; N^2 would be 256x
+    assert sizes[64] < (64 * 64) ** 2 / 20

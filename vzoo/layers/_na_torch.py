@@ -1,0 +1,411 @@
+"""Neighborhood attention in plain PyTorch: the fast CPU path and the brute-force reference.
+
+Semantics (natten 0.21, per spatial axis of length ``L``, kernel ``k`` (odd), stride ``s``,
+dilation ``d``; see ``docs/kernels.md``):
+
+* dilation splits the axis into ``d`` groups ``g = x % d``; a query only sees keys of its own group,
+  in the group's own coordinates ``x' = x // d`` (group length ``L_g = ceil((L - g) / d)``);
+* non-causal: the query's *stride-group leader* is ``min((x' // s) * s + s // 2, L_g - 1)``; the window
+  is the ``k`` keys centred on the leader, shifted inward at the borders:
+  ``lo = clamp(leader - k // 2, 0, L_g - k)``, ``hi = lo + k - 1``;
+* causal: leader ``min((x' // s) * s + s - 1, L_g - 1)``, keys ``max(leader - k + 1, 0) <= y' <= x'``;
+* relative positional bias (NAT / DiNAT): ``rpb[head, y'_1 - x'_1 + k_1 - 1, y'_2 - x'_2 + k_2 - 1, ...]``.
+
+The fast path (:func:`na_forward`) never forms the ``N x N`` attention matrix. It cuts the queries into
+tiles of ``t_1 x t_2 (x t_3)`` and gathers, for each tile, the smallest key *region* that holds every
+neighbour of every query in the tile (``t + k - 1`` keys per axis for stride 1, exactly the window when
+``stride == kernel_size``). Scores are then one batched matrix multiply per tile, masked to the true
+neighbourhoods, so compute and memory are ``O(N * region)`` = ``O(N * k^2)``, and the work runs in
+parallel over batch, heads and tiles through ``torch.matmul``.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from typing import Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["window_bounds", "na_forward", "na_qk", "na_av", "dense_reference", "default_tile"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# 1-D window arithmetic (shared with the Triton launcher)
+# ---------------------------------------------------------------------------------------------------
+def window_bounds(length: int, kernel: int, stride: int, causal: bool, x: Optional[torch.Tensor] = None):
+    """Inclusive key bounds ``(lo, hi)`` of each query ``x`` (dilation-group coordinates) of one axis."""
+    if x is None:
+        x = torch.arange(length)
+    if causal:
+        leader = torch.clamp((x // stride) * stride + stride - 1, max=length - 1)
+        lo = torch.clamp(leader - kernel + 1, min=0)
+        hi = x.clone()
+    else:
+        leader = torch.clamp((x // stride) * stride + stride // 2, max=length - 1)
+        lo = torch.clamp(leader - kernel // 2, min=0, max=length - kernel)
+        hi = lo + kernel - 1
+    return lo, hi
+
+
+def default_tile(length: int, kernel: int, stride: int, target: int = 8) -> int:
+    """Query tile along one axis: a multiple of the stride near ``target`` (the window when s == k)."""
+    if stride == kernel:
+        t = stride
+    else:
+        t = stride * max(1, round(target / stride))
+    return max(1, min(t, length))
+
+
+@functools.lru_cache(maxsize=256)
+def _axis_plan(length: int, kernel: int, stride: int, causal: bool, tile: int):
+    """Per-axis tables for the tiled path (CPU tensors, cached)."""
+    nt = -(-length // tile)
+    xq = torch.arange(nt * tile).clamp(max=length - 1)  # padded queries repeat the last one
+    lo, hi = window_bounds(length, kernel, stride, causal, xq)
+    lo, hi = lo.view(nt, tile), hi.view(nt, tile)
+    start = lo.min(1).values
+    span = int((hi.max(1).values - start + 1).max())
+    region = min(span, length)
+    start = start.clamp(max=length - region)
+    u = torch.arange(region)
+    key = start.view(nt, 1, 1) + u.view(1, 1, region)  # (nt, 1, region)
+    mask = (key >= lo.unsqueeze(-1)) & (key <= hi.unsqueeze(-1))  # (nt, tile, region)
+    offset = (key - xq.view(nt, tile, 1) + kernel - 1).clamp(0, 2 * kernel - 2)  # rpb index
+    region_idx = (start.view(nt, 1) + u.view(1, region)).reshape(-1)  # (nt * region,)
+    local_lo = lo - start.view(nt, 1)  # kernel index j -> region index local_lo + j (non-causal)
+    needs_pad = nt * tile != length
+    return dict(nt=nt, tile=tile, region=region, xq=xq, mask=mask, offset=offset, region_idx=region_idx,
+                local_lo=local_lo, needs_pad=needs_pad, full=bool(mask.all()))
+
+
+def _broadcast_axes(tables, n):
+    """Combine per-axis (nt, t, r) tables into (nt_1..nt_n, t_1..t_n, r_1..r_n) by broadcasting."""
+    out = []
+    for i, tab in enumerate(tables):
+        shape = [1] * (3 * n)
+        shape[i], shape[n + i], shape[2 * n + i] = tab.shape
+        out.append(tab.view(shape))
+    return out
+
+
+@functools.lru_cache(maxsize=256)
+def _nd_plan(shape, kernel, stride, causal, tile, with_rpb: bool, device: str):
+    n = len(shape)
+    plans = [_axis_plan(shape[i], kernel[i], stride[i], causal[i], tile[i]) for i in range(n)]
+    n_tiles = math.prod(p["nt"] for p in plans)
+    tq = math.prod(p["tile"] for p in plans)
+    tk = math.prod(p["region"] for p in plans)
+    dev = torch.device(device)
+    mask = None
+    if not all(p["full"] for p in plans):
+        parts = _broadcast_axes([p["mask"] for p in plans], n)
+        m = parts[0]
+        for x in parts[1:]:
+            m = m & x
+        mask = m.reshape(n_tiles, tq, tk).to(dev)
+    rpb_idx = None
+    if with_rpb:
+        strides = [math.prod(2 * k - 1 for k in kernel[i + 1:]) for i in range(n)]
+        parts = _broadcast_axes([p["offset"] * st for p, st in zip(plans, strides)], n)
+        idx = parts[0]
+        for x in parts[1:]:
+            idx = idx + x
+        rpb_idx = idx.reshape(n_tiles, tq, tk).to(dev)
+    region_idx = [p["region_idx"].to(dev) for p in plans]
+    xq = [p["xq"].to(dev) if p["needs_pad"] else None for p in plans]
+    return dict(plans=plans, n_tiles=n_tiles, tq=tq, tk=tk, mask=mask, rpb_idx=rpb_idx,
+                region_idx=region_idx, xq=xq, rpb_numel=math.prod(2 * k - 1 for k in kernel))
+
+
+@functools.lru_cache(maxsize=256)
+def _kernel_gather_idx(shape, kernel, tile, device: str):
+    """(n_tiles, tq, K): region index of each query's k-th neighbour (non-causal, stride 1)."""
+    n = len(shape)
+    plans = [_axis_plan(shape[i], kernel[i], 1, False, tile[i]) for i in range(n)]
+    tabs = []
+    for i, p in enumerate(plans):
+        rstride = math.prod(q["region"] for q in plans[i + 1:])
+        j = torch.arange(kernel[i])
+        tabs.append((p["local_lo"].unsqueeze(-1) + j) * rstride)  # (nt, t, k_i)
+    parts = _broadcast_axes(tabs, n)
+    idx = parts[0]
+    for x in parts[1:]:
+        idx = idx + x
+    n_tiles = math.prod(p["nt"] for p in plans)
+    tq = math.prod(p["tile"] for p in plans)
+    return idx.reshape(n_tiles, tq, math.prod(kernel)).to(torch.device(device))
+
+
+# ---------------------------------------------------------------------------------------------------
+# tiling helpers on (B, *S, heads, C) tensors
+# ---------------------------------------------------------------------------------------------------
+def _tile_perm(n):
+    # (B, nt1, t1, ..., ntn, tn, h, C) -> (B, h, nt1..ntn, t1..tn, C)
+    return [0, 2 * n + 1] + [1 + 2 * i for i in range(n)] + [2 + 2 * i for i in range(n)] + [2 * n + 2]
+
+
+def _untile_perm(n):
+    # (B, h, nt1..ntn, t1..tn, C) -> (B, nt1, t1, ..., ntn, tn, h, C)
+    perm = [0]
+    for i in range(n):
+        perm += [2 + i, 2 + n + i]
+    return perm + [1, 2 + 2 * n]
+
+
+def _tile_queries(x, plan):
+    n = x.dim() - 3
+    for i, xq in enumerate(plan["xq"]):
+        if xq is not None:
+            x = x.index_select(1 + i, xq)
+    b, h, c = x.shape[0], x.shape[-2], x.shape[-1]
+    shp = [b]
+    for p in plan["plans"]:
+        shp += [p["nt"], p["tile"]]
+    x = x.reshape(shp + [h, c]).permute(_tile_perm(n))
+    return x.reshape(b, h, plan["n_tiles"], plan["tq"], c)
+
+
+def _tile_regions(x, plan):
+    n = x.dim() - 3
+    for i, ridx in enumerate(plan["region_idx"]):
+        x = x.index_select(1 + i, ridx)
+    b, h, c = x.shape[0], x.shape[-2], x.shape[-1]
+    shp = [b]
+    for p in plan["plans"]:
+        shp += [p["nt"], p["region"]]
+    x = x.reshape(shp + [h, c]).permute(_tile_perm(n))
+    return x.reshape(b, h, plan["n_tiles"], plan["tk"], c)
+
+
+def _untile(o, plan, shape):
+    n = len(shape)
+    b, h, c = o.shape[0], o.shape[1], o.shape[-1]
+    ps = plan["plans"]
+    o = o.reshape([b, h] + [p["nt"] for p in ps] + [p["tile"] for p in ps] + [c]).permute(_untile_perm(n))
+    o = o.reshape([b] + [p["nt"] * p["tile"] for p in ps] + [h, c])
+    for i, L in enumerate(shape):
+        if o.shape[1 + i] != L:
+            o = o.narrow(1 + i, 0, L)
+    return o
+
+
+# ---------------------------------------------------------------------------------------------------
+# dilation groups
+# ---------------------------------------------------------------------------------------------------
+def _group_classes(length, d):
+    """[(g0, g1, group_length)]: groups g0 <= g < g1 of one axis share the same length."""
+    p = -(-length // d)
+    r = length % d
+    if r == 0:
+        return [(0, d, p)]
+    return [(0, r, p), (r, d, p - 1)]
+
+
+def _to_groups(x, dilation):
+    """(B, *S, h, C) -> (B, d1..dn, P1..Pn, h, C) with P_i = ceil(S_i / d_i) (zero padded)."""
+    n = len(dilation)
+    shape = x.shape[1:1 + n]
+    pads = []
+    for i in reversed(range(n)):
+        pads += [0, (-shape[i]) % dilation[i]]
+    x = F.pad(x, [0, 0, 0, 0] + pads) if any(pads) else x
+    b, h, c = x.shape[0], x.shape[-2], x.shape[-1]
+    shp = [b]
+    for i in range(n):
+        shp += [x.shape[1 + i] // dilation[i], dilation[i]]
+    x = x.reshape(shp + [h, c])
+    perm = [0] + [2 + 2 * i for i in range(n)] + [1 + 2 * i for i in range(n)] + [2 * n + 1, 2 * n + 2]
+    return x.permute(perm)
+
+
+def _from_groups(xg, shape, dilation):
+    n = len(dilation)
+    b, h, c = xg.shape[0], xg.shape[-2], xg.shape[-1]
+    perm = [0]
+    for i in range(n):
+        perm += [1 + n + i, 1 + i]
+    x = xg.permute(perm + [2 * n + 1, 2 * n + 2])
+    x = x.reshape([b] + [xg.shape[1 + n + i] * dilation[i] for i in range(n)] + [h, c])
+    for i, L in enumerate(shape):
+        if x.shape[1 + i] != L:
+            x = x.narrow(1 + i, 0, L)
+    return x
+
+
+def _run_grouped(fn, tensors, dilation, out_channels):
+    """Apply ``fn(*tensors_in_group)`` (dilation 1) to every dilation group, reassembling the output."""
+    n = len(dilation)
+    if all(d == 1 for d in dilation):
+        return fn(*tensors)
+    shape = tuple(tensors[0].shape[1:1 + n])
+    groups = [_to_groups(t, dilation) for t in tensors]
+    b, h = tensors[0].shape[0], tensors[0].shape[-2]
+    classes = [_group_classes(shape[i], dilation[i]) for i in range(n)]
+    import itertools
+    out = None
+    for combo in itertools.product(*classes):
+        sl = [slice(None)] + [slice(g0, g1) for g0, g1, _ in combo] + [slice(0, L) for _, _, L in combo]
+        subs = []
+        for g in groups:
+            s = g[tuple(sl)]
+            ng = math.prod(g1 - g0 for g0, g1, _ in combo)
+            subs.append(s.reshape([b * ng] + [L for _, _, L in combo] + list(s.shape[-2:])))
+        o = fn(*subs)
+        if out is None:
+            gshape = list(groups[0].shape[:-1]) + [out_channels]
+            out = o.new_zeros(gshape)
+        o = o.reshape([b] + [g1 - g0 for g0, g1, _ in combo] + [L for _, _, L in combo] + [h, out_channels])
+        out[tuple(sl)] = o
+    return _from_groups(out, shape, dilation)
+
+
+# ---------------------------------------------------------------------------------------------------
+# public torch-path ops (arguments already validated by the front)
+# ---------------------------------------------------------------------------------------------------
+def _tiles_for(shape, kernel, stride, tile):
+    if tile is None:
+        return tuple(default_tile(L, k, s) for L, k, s in zip(shape, kernel, stride))
+    return tuple(max(1, min(int(t), L)) for t, L in zip(tile, shape))
+
+
+def _na_core(q, k, v, kernel, stride, causal, scale, rpb, tile):
+    n = q.dim() - 3
+    shape = tuple(q.shape[1:1 + n])
+    tiles = _tiles_for(shape, kernel, stride, tile)
+    plan = _nd_plan(shape, kernel, stride, causal, tiles, rpb is not None, str(q.device))
+    qt = _tile_queries(q, plan) * scale  # (B, h, T, tq, C)
+    kt = _tile_regions(k, plan)  # (B, h, T, tk, C)
+    vt = _tile_regions(v, plan)
+    s = torch.matmul(qt, kt.transpose(-1, -2))  # (B, h, T, tq, tk)
+    if s.dtype in (torch.float16, torch.bfloat16):
+        s = s.float()
+    if rpb is not None:
+        # masked-out pairs index an extra -inf entry: bias and mask in one gather and one add
+        table = torch.cat([rpb.reshape(rpb.shape[0], -1).to(s.dtype),
+                           rpb.new_full((rpb.shape[0], 1), float("-inf"), dtype=s.dtype)], 1)
+        s = s + table[:, _masked_rpb_idx(plan)]
+    elif plan["mask"] is not None:
+        s = s + _additive_mask(plan, s.dtype) if s.requires_grad else s.add_(_additive_mask(plan, s.dtype))
+    p = torch.softmax(s, dim=-1).to(v.dtype)
+    o = torch.matmul(p, vt)  # (B, h, T, tq, Cv)
+    return _untile(o, plan, shape)
+
+
+def _additive_mask(plan, dtype):
+    key = ("add_mask", dtype)
+    if key not in plan:
+        plan[key] = torch.zeros(plan["mask"].shape, dtype=dtype, device=plan["mask"].device).masked_fill_(
+            ~plan["mask"], float("-inf"))
+    return plan[key]
+
+
+def _masked_rpb_idx(plan):
+    if "rpb_idx_masked" not in plan:
+        idx = plan["rpb_idx"]
+        if plan["mask"] is not None:
+            idx = idx.masked_fill(~plan["mask"], plan["rpb_numel"])  # the -inf slot after the table
+        plan["rpb_idx_masked"] = idx
+    return plan["rpb_idx_masked"]
+
+
+def na_forward(q, k, v, kernel, stride, dilation, causal, scale, rpb=None, tile=None):
+    """Neighborhood attention on ``(B, *S, heads, C)`` tensors (torch path, autograd through torch ops)."""
+    fn = functools.partial(_na_core, kernel=kernel, stride=stride, causal=causal, scale=scale, rpb=rpb,
+                           tile=tile)
+    return _run_grouped(fn, (q, k, v), dilation, v.shape[-1])
+
+
+def _qk_core(q, k, kernel, rpb, tile):
+    n = q.dim() - 3
+    shape = tuple(q.shape[1:1 + n])
+    ones = (1,) * n
+    tiles = _tiles_for(shape, kernel, ones, tile)
+    plan = _nd_plan(shape, kernel, ones, (False,) * n, tiles, rpb is not None, str(q.device))
+    s = torch.matmul(_tile_queries(q, plan), _tile_regions(k, plan).transpose(-1, -2))
+    if rpb is not None:
+        s = s + rpb.reshape(rpb.shape[0], -1)[:, plan["rpb_idx"]].to(s.dtype)
+    idx = _kernel_gather_idx(shape, kernel, tiles, str(q.device))
+    a = s.gather(-1, idx.expand(s.shape[0], s.shape[1], *idx.shape))  # (B, h, T, tq, K)
+    return _untile(a, plan, shape)
+
+
+def _av_core(a, v, kernel, tile):
+    n = v.dim() - 3
+    shape = tuple(v.shape[1:1 + n])
+    ones = (1,) * n
+    tiles = _tiles_for(shape, kernel, ones, tile)
+    plan = _nd_plan(shape, kernel, ones, (False,) * n, tiles, False, str(v.device))
+    at = _tile_queries(a, plan)  # (B, h, T, tq, K)
+    idx = _kernel_gather_idx(shape, kernel, tiles, str(v.device))
+    dense = at.new_zeros(at.shape[:-1] + (plan["tk"],))
+    dense = dense.scatter(-1, idx.expand(at.shape[0], at.shape[1], *idx.shape), at)
+    o = torch.matmul(dense, _tile_regions(v, plan))
+    return _untile(o, plan, shape)
+
+
+def na_qk(q, k, kernel, dilation, rpb=None, tile=None):
+    """Unnormalised scores ``q . k`` (+ rpb) of every query with its ``prod(kernel)`` neighbours."""
+    fn = functools.partial(_qk_core, kernel=kernel, rpb=rpb, tile=tile)
+    return _run_grouped(fn, (q, k), dilation, math.prod(kernel))
+
+
+def na_av(a, v, kernel, dilation, tile=None):
+    """``sum_j a[..., j] * v[neighbour j]``: applies neighbourhood weights ``a`` to the values."""
+    fn = functools.partial(_av_core, kernel=kernel, tile=tile)
+    return _run_grouped(fn, (a, v), dilation, v.shape[-1])
+
+
+# ---------------------------------------------------------------------------------------------------
+# brute-force reference: full attention with an N x N neighbourhood mask (small inputs only)
+# ---------------------------------------------------------------------------------------------------
+def _axis_pair_mask(length, kernel, stride, dilation, causal):
+    """(L, L) bool: may query x attend key y along this axis; plus (L, L) rpb offsets y' - x' + k - 1.
+
+    Written from natten's FlexAttention mask definition, pair by pair, independently of the tiled path.
+    """
+    x = torch.arange(length).view(-1, 1)
+    y = torch.arange(length).view(1, -1)
+    xg, yg = x % dilation, y % dilation
+    xd, yd = x // dilation, y // dilation
+    glen = (length - xg + dilation - 1) // dilation  # length of the query's dilation group
+    if causal:
+        leader = torch.minimum((xd // stride) * stride + stride - 1, glen - 1)
+        ok = (xd - yd >= 0) & (leader - yd < kernel)
+    else:
+        leader = torch.minimum((xd // stride) * stride + stride // 2, glen - 1)
+        left, right = kernel // 2, kernel // 2 + (kernel % 2 - 1)
+        center = torch.maximum(torch.minimum(leader, glen - 1 - right), torch.full_like(leader, left))
+        w0, w1 = center - yd, yd - center
+        ok = ((w0 >= 0) & (w0 <= left)) | ((w1 >= 0) & (w1 <= right))
+    ok = ok & (xg == yg)
+    return ok, (yd - xd + kernel - 1)
+
+
+def dense_reference(q, k, v, kernel, stride, dilation, causal, scale, rpb=None):
+    """Full softmax attention over all ``N`` tokens with the neighbourhood mask (``O(N^2)``; tests only)."""
+    n = q.dim() - 3
+    shape = q.shape[1:1 + n]
+    b, h, c = q.shape[0], q.shape[-2], q.shape[-1]
+    masks, offs = zip(*[_axis_pair_mask(shape[i], kernel[i], stride[i], dilation[i], causal[i])
+                        for i in range(n)])
+    # combine axes: token index is row-major over the spatial dims
+    full = torch.ones((1, 1), dtype=torch.bool)
+    for m in masks:
+        full = (full[:, None, :, None] & m[None, :, None, :]).reshape(full.shape[0] * m.shape[0], -1)
+    qf = q.reshape(b, -1, h, c).transpose(1, 2).float() if q.dtype != torch.float64 else \
+        q.reshape(b, -1, h, c).transpose(1, 2)
+    kf = k.reshape(b, -1, h, c).transpose(1, 2).to(qf.dtype)
+    vf = v.reshape(b, -1, h, v.shape[-1]).transpose(1, 2).to(qf.dtype)
+    s = (qf * scale) @ kf.transpose(-1, -2)
+    if rpb is not None:
+        idx = torch.zeros((1, 1), dtype=torch.long)
+        for i, o in enumerate(offs):
+            valid = (o >= 0) & (o <= 2 * kernel[i] - 2)
+            o = torch.where(valid, o, torch.zeros_like(o))
+            st = math.prod(2 * kk - 1 for kk in kernel[i + 1:])
+            idx = (idx[:, None, :, None] + (o * st)[None, :, None, :]).reshape(idx.shape[0] * o.shape[0], -1)
+        s = s + rpb.reshape(h, -1)[:, idx.to(q.device)].to(s.dtype)
+    s = s.masked_fill(~full.to(q.device), float("-inf"))
+    o = torch.softmax(s, -1) @ vf
+    return o.transpose(1, 2).reshape(b, *shape, h, v.shape[-1]).to(q.dtype)
