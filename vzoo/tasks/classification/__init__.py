@@ -1,0 +1,1 @@
+"""classification task for mmengine (see issue 3)."""

@@ -1,0 +1,1 @@
+"""restoration task for mmengine (see issue 3)."""
