@@ -1,0 +1,188 @@
+"""The restoration model for mmengine: any timm-registered image-to-image network, L1 loss, tiling.
+
+``model = dict(type='SRModel', arch='hat_s_x4', arch_kwargs=dict(...))`` builds the network with
+``timm.create_model`` (vzoo's HAT variants are registered there by ``import vzoo``). The network
+takes an NCHW RGB batch in [0, 1] and returns it ``upscale`` times larger; it must expose
+``upscale`` (and vzoo's say ``vzoo_task = 'image-to-image'``).
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmengine.model import BaseDataPreprocessor, BaseModel
+
+from ..registry import MODELS
+from .imresize import imresize
+
+__all__ = ["SRDataPreprocessor", "SRModel", "tiled_forward", "tile_layout"]
+
+
+@MODELS.register_module()
+class SRDataPreprocessor(BaseDataPreprocessor):
+    """Moves the batch to the device and turns the LR images into one float NCHW batch in [0, 1].
+
+    ``inputs`` may be a list of CHW tensors (mmengine's ``pseudo_collate``) or a stacked tensor,
+    uint8 (divided by 255) or float (taken as [0, 1]). Images of different sizes cannot share a
+    batch (use ``batch_size=1`` for full-image evaluation).
+    """
+
+    def forward(self, data: dict, training: bool = False) -> dict:
+        data = self.cast_data(data)
+        inputs = data["inputs"]
+        if isinstance(inputs, (list, tuple)):
+            shapes = {tuple(t.shape) for t in inputs}
+            if len(shapes) > 1:
+                raise ValueError(f"SRDataPreprocessor: LR images of different sizes {sorted(shapes)} in one batch; "
+                                 "use batch_size=1 for full-image evaluation")
+            inputs = torch.stack(list(inputs))
+        if inputs.dtype == torch.uint8:
+            inputs = inputs.float() / 255.0
+        else:
+            inputs = inputs.float()
+        return dict(inputs=inputs, data_samples=data.get("data_samples"))
+
+
+def tile_layout(size: int, tile: int, overlap: int) -> List[Tuple[int, int, int]]:
+    """Tiles along one axis: ``(start, own_lo, own_hi)``; each tile covers ``[start, start + tile)`` and
+    its output is used on ``[own_lo, own_hi)``, the part nearer its centre than any other tile's.
+
+    The owned parts partition ``[0, size)`` and every owned pixel is at least ``overlap // 2`` pixels
+    from the border of its tile unless that border is the image border.
+    """
+    if size <= tile:
+        return [(0, 0, size)]
+    stride = tile - overlap
+    starts = list(range(0, size - tile, stride)) + [size - tile]
+    bounds = [0] + [(b + a + tile) // 2 for a, b in zip(starts[:-1], starts[1:])] + [size]
+    return [(s, bounds[i], bounds[i + 1]) for i, s in enumerate(starts)]
+
+
+def tiled_forward(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, scale: int, tile: int,
+                  overlap: int) -> torch.Tensor:
+    """Run ``fn`` (LR NCHW -> SR NCHW, ``scale`` times larger) on overlapping ``tile`` x ``tile`` tiles.
+
+    Each output pixel is taken from the tile whose centre is nearest (the inner parts of the tiles
+    are stitched, as the official HAT/BasicSR tiling does), so for a network whose receptive field
+    reaches at most ``overlap // 2`` LR pixels the result equals ``fn(x)`` up to float rounding;
+    an image no larger than one tile is processed whole. Memory is bounded by one tile.
+    """
+    if not isinstance(tile, int) or tile < 1:
+        raise ValueError(f"tiled_forward: tile must be an int >= 1, got {tile!r}")
+    if not isinstance(overlap, int) or not 0 <= overlap < tile:
+        raise ValueError(f"tiled_forward: overlap must be an int with 0 <= overlap < tile ({tile}), got {overlap!r}")
+    h, w = x.shape[-2:]
+    rows, cols = tile_layout(h, tile, overlap), tile_layout(w, tile, overlap)
+    if len(rows) == 1 and len(cols) == 1:
+        return fn(x)
+    out = None
+    for ys, y0, y1 in rows:
+        for xs, x0, x1 in cols:
+            patch = x[..., ys:ys + min(tile, h), xs:xs + min(tile, w)]
+            y = fn(patch)
+            if out is None:
+                out = y.new_zeros(*y.shape[:-2], h * scale, w * scale)
+            out[..., y0 * scale:y1 * scale, x0 * scale:x1 * scale] = \
+                y[..., (y0 - ys) * scale:(y1 - ys) * scale, (x0 - xs) * scale:(x1 - xs) * scale]
+    return out
+
+
+@MODELS.register_module()
+class SRModel(BaseModel):
+    """Super-resolution with a timm image-to-image network.
+
+    Args:
+        arch: a timm model name (``'hat_s_x4'``, ...).
+        arch_kwargs: extra arguments of ``timm.create_model`` (e.g. a shrunk HAT: ``embed_dim``,
+            ``depths``, ``num_heads``, ``window_size``).
+        pretrained: a local weight file loaded through timm (official formats go through the
+            family's ``checkpoint_filter_fn``), or None.
+        loss_weight: weight of the L1 loss.
+        residual: ``'none'`` (the network's output is the SR image, as HAT is published) or
+            ``'bicubic'`` (the network predicts the difference to the MATLAB-bicubic upsampled input;
+            faster to learn, for small demos).
+        tile: ``dict(size=..., overlap=...)`` (LR pixels) for tiled inference in ``predict``, or None.
+        data_preprocessor: defaults to :class:`SRDataPreprocessor`.
+    """
+
+    def __init__(self, arch: str, arch_kwargs: Optional[dict] = None, pretrained: Optional[str] = None,
+                 loss_weight: float = 1.0, residual: str = "none", tile: Optional[dict] = None,
+                 data_preprocessor: Optional[Union[dict, nn.Module]] = None, init_cfg: Optional[dict] = None):
+        if data_preprocessor is None:
+            data_preprocessor = dict(type="SRDataPreprocessor")
+        if isinstance(data_preprocessor, dict):
+            data_preprocessor = MODELS.build(data_preprocessor)
+        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        if residual not in ("none", "bicubic"):
+            raise ValueError(f"SRModel: residual must be 'none' or 'bicubic', got {residual!r}")
+        if tile is not None:
+            if not isinstance(tile, dict) or set(tile) - {"size", "overlap"} or "size" not in tile:
+                raise ValueError(f"SRModel: tile must be None or dict(size=int, overlap=int), got {tile!r}")
+            if not isinstance(tile["size"], int) or tile["size"] < 1 or not 0 <= tile.get("overlap", 0) < tile["size"]:
+                raise ValueError(f"SRModel: tile needs size >= 1 and 0 <= overlap < size, got {tile!r}")
+        self.arch, self.residual, self.loss_weight = arch, residual, float(loss_weight)
+        self.tile = dict(tile) if tile is not None else None
+        self.net = self._build_net(arch, dict(arch_kwargs or {}), pretrained)
+        self.scale = int(self.net.upscale)
+
+    @staticmethod
+    def _build_net(arch: str, arch_kwargs: dict, pretrained: Optional[str]) -> nn.Module:
+        import timm
+        import vzoo  # noqa: F401  (registers vzoo's models with timm)
+        if not isinstance(arch, str):
+            raise TypeError(f"SRModel: arch must be a timm model name (str), got {type(arch).__name__}")
+        if not timm.is_model(arch):
+            raise ValueError(f"SRModel: arch {arch!r} is not a registered timm model "
+                             f"(image-to-image models: {timm.list_models('hat*')})")
+        kwargs = dict(arch_kwargs)
+        if pretrained:
+            kwargs.update(pretrained=True, pretrained_cfg_overlay=dict(file=pretrained))
+        net = timm.create_model(arch, **kwargs)
+        task = getattr(net, "vzoo_task", None)
+        if task not in (None, "image-to-image") or not isinstance(getattr(net, "upscale", None), int):
+            raise ValueError(f"SRModel: arch {arch!r} is not an image-to-image model with an integer `upscale` "
+                             f"(vzoo_task={task!r})")
+        net.is_init = True  # timm initialised (or loaded) it; mmengine's init_weights must not touch it
+        return net
+
+    # ------------------------------------------------------------------ forward
+    def _sr(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.net(x)
+        if self.residual == "bicubic":
+            out = out + imresize(x, scale=self.scale)
+        return out
+
+    def restore(self, x: torch.Tensor) -> torch.Tensor:
+        """SR of an NCHW [0, 1] batch, tiled when ``tile`` is set."""
+        if self.tile is None:
+            return self._sr(x)
+        return tiled_forward(self._sr, x, self.scale, self.tile["size"], self.tile.get("overlap", 0))
+
+    def forward(self, inputs: torch.Tensor, data_samples: Optional[list] = None, mode: str = "tensor"):
+        if mode == "loss":
+            if not data_samples:
+                raise ValueError("SRModel: mode='loss' needs data_samples with gt_img")
+            out = self._sr(inputs)
+            gt = torch.stack([s.gt_img for s in data_samples]).to(out.device)
+            gt = gt.float() / 255.0 if gt.dtype == torch.uint8 else gt.float()
+            if gt.shape != out.shape:
+                raise ValueError(f"SRModel: output {tuple(out.shape)} and ground truth {tuple(gt.shape)} differ")
+            return dict(loss=self.loss_weight * F.l1_loss(out, gt.to(out.dtype)))
+        if mode == "predict":
+            out = self.restore(inputs).float()
+            samples = data_samples if data_samples is not None else [None] * out.shape[0]
+            results = []
+            for i, s in enumerate(samples):
+                if s is None:
+                    from mmengine.structures import BaseDataElement
+                    s = BaseDataElement(metainfo=dict(scale=self.scale))
+                s.pred_img = out[i].detach().cpu()
+                if "gt_img" in s:
+                    s.gt_img = s.gt_img.cpu()
+                results.append(s)
+            return results
+        if mode == "tensor":
+            return self.restore(inputs) if not self.training else self._sr(inputs)
+        raise ValueError(f"SRModel: mode must be 'loss', 'predict' or 'tensor', got {mode!r}")
