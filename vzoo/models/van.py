@@ -1,0 +1,376 @@
+"""VAN: Visual Attention Network (Guo, Lu, Liu, Cheng, Hu; CVMJ 2023, arXiv:2202.09741).
+
+A four-stage convolutional pyramid whose token mixer is large kernel attention (LKA,
+:class:`vzoo.layers.lka.LargeKernelAttention`): 1×1 conv → GELU → LKA gate → 1×1 conv, with a
+residual. Each block is BatchNorm → spatial attention and BatchNorm → conv MLP (1×1, depthwise 3×3,
+GELU, 1×1), both scaled by a per-channel layer scale (init 1e-2). Every stage starts with an
+overlapping strided conv + BatchNorm (7×7 stride 4, then 3×3 stride 2) and ends with a LayerNorm
+over channels; the classifier averages the last stage's tokens.
+
+Variants B0–B6 follow the official ``Visual-Attention-Network/VAN-Classification`` release; its
+checkpoints (``patch_embed1.proj``, ``block1.0.attn.spatial_gating_unit.conv0``, ``norm1``, ...)
+load through :func:`checkpoint_filter_fn`.
+"""
+from __future__ import annotations
+
+import re
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+from timm.layers import DropPath, LayerNorm2d, LayerScale2d, trunc_normal_
+from timm.models import generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices
+from timm.models._manipulate import checkpoint_seq
+
+from vzoo.layers.lka import LargeKernelAttention
+from ._builder import build_vzoo_model
+
+__all__ = ["VAN", "checkpoint_filter_fn"]
+
+
+class SpatialAttention(nn.Module):
+    """1×1 conv → GELU → LKA gate → 1×1 conv, plus the input (VAN's attention module)."""
+
+    def __init__(self, dim: int, kernel_size: int = 21, dilation: int = 3):
+        super().__init__()
+        self.proj_in = nn.Conv2d(dim, dim, 1)
+        self.act = nn.GELU()
+        self.lka = LargeKernelAttention(dim, kernel_size, dilation)
+        self.proj_out = nn.Conv2d(dim, dim, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj_out(self.lka(self.act(self.proj_in(x)))) + x
+
+
+class ConvMlp(nn.Module):
+    """1×1 conv → depthwise 3×3 → GELU → 1×1 conv."""
+
+    def __init__(self, dim: int, hidden: int, drop: float = 0.0):
+        super().__init__()
+        self.fc1 = nn.Conv2d(dim, hidden, 1)
+        self.dwconv = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)
+        self.act = nn.GELU()
+        self.drop = nn.Dropout(drop)
+        self.fc2 = nn.Conv2d(hidden, dim, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.drop(self.act(self.dwconv(self.fc1(x))))
+        return self.drop(self.fc2(x))
+
+
+class VanBlock(nn.Module):
+    def __init__(self, dim: int, mlp_ratio: float = 4.0, drop: float = 0.0, drop_path: float = 0.0,
+                 ls_init_value: float = 1e-2, kernel_size: int = 21, dilation: int = 3):
+        super().__init__()
+        self.norm1 = nn.BatchNorm2d(dim)
+        self.attn = SpatialAttention(dim, kernel_size, dilation)
+        self.ls1 = LayerScale2d(dim, ls_init_value)
+        self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.norm2 = nn.BatchNorm2d(dim)
+        self.mlp = ConvMlp(dim, int(dim * mlp_ratio), drop)
+        self.ls2 = LayerScale2d(dim, ls_init_value)
+        self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x))))
+        x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
+        return x
+
+
+class OverlapDownsample(nn.Module):
+    """Overlapping strided conv (kernel ``k``, padding ``k//2``) followed by BatchNorm."""
+
+    def __init__(self, in_chs: int, out_chs: int, kernel_size: int, stride: int):
+        super().__init__()
+        self.proj = nn.Conv2d(in_chs, out_chs, kernel_size, stride=stride, padding=kernel_size // 2)
+        self.norm = nn.BatchNorm2d(out_chs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.proj(x))
+
+
+class VanStage(nn.Module):
+    def __init__(self, in_chs: int, dim: int, depth: int, mlp_ratio: float, first: bool,
+                 drop: float = 0.0, drop_path: Sequence[float] = (), norm_eps: float = 1e-6, **block_kwargs):
+        super().__init__()
+        self.grad_checkpointing = False
+        self.downsample = OverlapDownsample(in_chs, dim, 7 if first else 3, 4 if first else 2)
+        self.blocks = nn.Sequential(*[
+            VanBlock(dim, mlp_ratio, drop, drop_path[i] if drop_path else 0.0, **block_kwargs) for i in range(depth)])
+        self.norm = LayerNorm2d(dim, eps=norm_eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.downsample(x)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            x = checkpoint_seq(self.blocks, x)
+        else:
+            x = self.blocks(x)
+        return self.norm(x)
+
+
+class VAN(nn.Module):
+    """Visual Attention Network.
+
+    Args:
+        depths: blocks per stage (four stages).
+        embed_dims: channels per stage.
+        mlp_ratios: MLP expansion per stage.
+        kernel_size, dilation: the large kernel that LKA decomposes (official: 21, 3).
+        ls_init_value: layer-scale init (official: 1e-2).
+        global_pool: ``'avg'`` or ``''`` (no pooling in ``forward_head``).
+    """
+
+    def __init__(
+            self,
+            in_chans: int = 3,
+            num_classes: int = 1000,
+            global_pool: str = "avg",
+            embed_dims: Sequence[int] = (64, 128, 320, 512),
+            depths: Sequence[int] = (3, 4, 6, 3),
+            mlp_ratios: Sequence[float] = (8, 8, 4, 4),
+            kernel_size: int = 21,
+            dilation: int = 3,
+            ls_init_value: float = 1e-2,
+            norm_eps: float = 1e-6,
+            drop_rate: float = 0.0,
+            proj_drop_rate: float = 0.0,
+            drop_path_rate: float = 0.0,
+    ):
+        super().__init__()
+        if len(embed_dims) != 4 or len(depths) != 4 or len(mlp_ratios) != 4:
+            raise ValueError(f"VAN: embed_dims, depths and mlp_ratios need 4 entries (one per stage), got "
+                             f"{len(embed_dims)}, {len(depths)}, {len(mlp_ratios)}")
+        if global_pool not in ("avg", ""):
+            raise ValueError(f"VAN: global_pool must be 'avg' or '', got {global_pool!r}")
+        self.num_classes = num_classes
+        self.global_pool = global_pool
+        self.num_features = self.head_hidden_size = embed_dims[-1]
+        self.drop_rate = drop_rate
+        self.grad_checkpointing = False
+        n = sum(depths)
+        dpr = [drop_path_rate * i / max(n - 1, 1) for i in range(n)]
+        stages, self.feature_info, prev, cur = [], [], in_chans, 0
+        for i in range(4):
+            stages.append(VanStage(prev, embed_dims[i], depths[i], mlp_ratios[i], first=i == 0, drop=proj_drop_rate,
+                                   drop_path=dpr[cur:cur + depths[i]], norm_eps=norm_eps, ls_init_value=ls_init_value,
+                                   kernel_size=kernel_size, dilation=dilation))
+            self.feature_info.append(dict(num_chs=embed_dims[i], reduction=2 ** (i + 2), module=f"stages.{i}"))
+            prev, cur = embed_dims[i], cur + depths[i]
+        self.stages = nn.Sequential(*stages)
+        self.head_drop = nn.Dropout(drop_rate)
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Conv2d):
+            fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+            nn.init.normal_(m.weight, 0, (2.0 / fan_out) ** 0.5)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+    @torch.jit.ignore
+    def no_weight_decay(self):
+        return set()
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False):
+        return dict(stem=r"^stages\.0\.downsample",
+                    blocks=r"^stages\.(\d+)" if coarse else [
+                        (r"^stages\.(\d+)\.downsample", (0,)),
+                        (r"^stages\.(\d+)\.blocks\.(\d+)", None),
+                        (r"^stages\.(\d+)\.norm", (99999,))])
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True):
+        self.grad_checkpointing = enable
+        for s in self.stages:
+            s.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None, **kwargs):
+        if global_pool is not None:
+            if global_pool not in ("avg", ""):
+                raise ValueError(f"VAN: global_pool must be 'avg' or '', got {global_pool!r}")
+            self.global_pool = global_pool
+        self.num_classes = num_classes
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: Optional[Union[int, List[int]]] = None,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = "NCHW",
+            intermediates_only: bool = False,
+    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """Stage outputs (each after its stage's LayerNorm) at strides 4, 8, 16, 32 (NCHW)."""
+        if output_fmt != "NCHW":
+            raise ValueError(f"VAN.forward_intermediates: output_fmt must be 'NCHW', got {output_fmt!r}")
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[:max_index + 1]
+        intermediates = []
+        for i, stage in enumerate(stages):
+            x = stage(x)
+            if i in take_indices:
+                intermediates.append(x)
+        if intermediates_only:
+            return intermediates
+        return x, intermediates
+
+    def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True):
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        self.stages = self.stages[:max_index + 1]
+        if max_index < 3:
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]
+        if prune_head or max_index < 3:
+            self.reset_classifier(0, "")
+        return take_indices
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stages(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        if self.global_pool == "avg":
+            x = x.mean(dim=(2, 3))
+        x = self.head_drop(x)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+# official key → vzoo key, applied in order to the part after ``block{i}.{j}.``
+_BLOCK_RENAMES = (
+    ("attn.proj_1.", "attn.proj_in."),
+    ("attn.proj_2.", "attn.proj_out."),
+    ("attn.spatial_gating_unit.conv0.", "attn.lka.dw."),
+    ("attn.spatial_gating_unit.conv_spatial.", "attn.lka.dw_dilated."),
+    ("attn.spatial_gating_unit.conv1.", "attn.lka.pw."),
+    ("mlp.dwconv.dwconv.", "mlp.dwconv."),
+    ("layer_scale_1", "ls1.gamma"),
+    ("layer_scale_2", "ls2.gamma"),
+)
+
+
+def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: nn.Module) -> Dict[str, torch.Tensor]:
+    """Map the official VAN release (``state_dict`` of ``van_*.pth.tar``) onto :class:`VAN`.
+
+    ``patch_embed{s}.*`` → ``stages.{s-1}.downsample.*``, ``block{s}.{j}.*`` → ``stages.{s-1}.blocks.{j}.*``
+    (with the renames of ``_BLOCK_RENAMES``), ``norm{s}.*`` → ``stages.{s-1}.norm.*``; ``head.*`` stays.
+    A state dict already in vzoo's names passes through unchanged.
+    """
+    if any(k.startswith("stages.") for k in state_dict):
+        return state_dict
+    out = {}
+    for k, v in state_dict.items():
+        m = re.match(r"^(patch_embed|block|norm)(\d+)\.(.*)$", k)
+        if m:
+            kind, s, rest = m.group(1), int(m.group(2)) - 1, m.group(3)
+            if kind == "patch_embed":
+                k = f"stages.{s}.downsample.{rest}"
+            elif kind == "norm":
+                k = f"stages.{s}.norm.{rest}"
+            else:
+                j, rest = rest.split(".", 1)
+                for old, new in _BLOCK_RENAMES:
+                    if rest.startswith(old):
+                        rest = new + rest[len(old):]
+                        break
+                k = f"stages.{s}.blocks.{j}.{rest}"
+        out[k] = v
+    return out
+
+
+def _create_van(variant: str, pretrained: bool = False, **kwargs) -> VAN:
+    out_indices = kwargs.pop("out_indices", (0, 1, 2, 3))
+    return build_vzoo_model(VAN, variant, pretrained, checkpoint_filter_fn=checkpoint_filter_fn,
+                            feature_cfg=dict(out_indices=out_indices), **kwargs)
+
+
+def _cfg(top1: Optional[float] = None, params_m: Optional[float] = None, **kwargs):
+    notes = []
+    if top1 is not None:
+        notes.append(f"official ImageNet-1k top-1 {top1}% at 224 (VAN paper / VAN-Classification README)")
+    if params_m is not None:
+        notes.append(f"official params {params_m} M")
+    return {
+        "num_classes": 1000, "input_size": (3, 224, 224), "pool_size": (7, 7), "crop_pct": 0.9,
+        "interpolation": "bicubic", "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
+        "first_conv": "stages.0.downsample.proj", "classifier": "head", "license": "apache-2.0",
+        "origin_url": "https://github.com/Visual-Attention-Network/VAN-Classification",
+        "paper_ids": "arXiv:2202.09741", "paper_name": "Visual Attention Network",
+        "notes": tuple(notes), **kwargs,
+    }
+
+
+default_cfgs = generate_default_cfgs({
+    "van_b0.in1k": _cfg(top1=75.4, params_m=4.1),
+    "van_b1.in1k": _cfg(top1=81.1, params_m=13.9),
+    "van_b2.in1k": _cfg(top1=82.8, params_m=26.6),
+    "van_b3.in1k": _cfg(top1=83.9, params_m=44.8),
+    "van_b4.untrained": _cfg(),  # defined by the official code; no ImageNet-1k weights released
+    "van_b5.untrained": _cfg(),
+    "van_b6.untrained": _cfg(),
+})
+
+# (embed_dims, depths); mlp_ratios are (8, 8, 4, 4) for every variant
+_VARIANTS = {
+    "van_b0": ((32, 64, 160, 256), (3, 3, 5, 2)),
+    "van_b1": ((64, 128, 320, 512), (2, 2, 4, 2)),
+    "van_b2": ((64, 128, 320, 512), (3, 3, 12, 3)),
+    "van_b3": ((64, 128, 320, 512), (3, 5, 27, 3)),
+    "van_b4": ((64, 128, 320, 512), (3, 6, 40, 3)),
+    "van_b5": ((96, 192, 480, 768), (3, 3, 24, 3)),
+    "van_b6": ((96, 192, 384, 768), (6, 6, 90, 6)),
+}
+
+
+def _van(variant: str, pretrained: bool, **kwargs) -> VAN:
+    dims, depths = _VARIANTS[variant]
+    return _create_van(variant, pretrained, **dict(dict(embed_dims=dims, depths=depths), **kwargs))
+
+
+@register_model
+def van_b0(pretrained: bool = False, **kwargs) -> VAN:
+    return _van("van_b0", pretrained, **kwargs)
+
+
+@register_model
+def van_b1(pretrained: bool = False, **kwargs) -> VAN:
+    return _van("van_b1", pretrained, **kwargs)
+
+
+@register_model
+def van_b2(pretrained: bool = False, **kwargs) -> VAN:
+    return _van("van_b2", pretrained, **kwargs)
+
+
+@register_model
+def van_b3(pretrained: bool = False, **kwargs) -> VAN:
+    return _van("van_b3", pretrained, **kwargs)
+
+
+@register_model
+def van_b4(pretrained: bool = False, **kwargs) -> VAN:
+    return _van("van_b4", pretrained, **kwargs)
+
+
+@register_model
+def van_b5(pretrained: bool = False, **kwargs) -> VAN:
+    return _van("van_b5", pretrained, **kwargs)
+
+
+@register_model
+def van_b6(pretrained: bool = False, **kwargs) -> VAN:
+    return _van("van_b6", pretrained, **kwargs)
