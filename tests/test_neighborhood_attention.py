@@ -22,7 +22,7 @@ def _cfg(rng, n, max_len=11):
     shape = tuple(rng.randint(3, max_len) for _ in range(n))
     ks, ss, ds = [], [], []
     for L in shape:
-        k = rng.choice([x for x in (1, 3, 5, 7) if x <= L])
+        k = rng.choice([x for x in (1, 2, 3, 4, 5, 7) if x <= L])
         d = rng.choice([x for x in (1, 2, 3) if k * x <= L])
         ks.append(k), ds.append(d), ss.append(rng.randint(1, k))
     causal = tuple(rng.random() < 0.3 for _ in range(n))
@@ -71,6 +71,9 @@ def test_window_bounds_by_hand():
     # non-divisible L=7: the last (partial) block shares the last full window
     lo, _ = window_bounds(7, 3, 3, False)
     assert lo.tolist() == [0, 0, 0, 3, 3, 3, 4]
+    # even kernel (natten): k/2 keys before, k/2 - 1 after, shifted inward at the borders
+    lo, hi = window_bounds(6, 4, 1, False)
+    assert lo.tolist() == [0, 0, 0, 1, 2, 2] and (hi - lo).tolist() == [3] * 6
     # causal, k=3: [max(x-2,0) .. x]
     lo, hi = window_bounds(5, 3, 1, True)
     assert lo.tolist() == [0, 0, 0, 1, 2] and hi.tolist() == [0, 1, 2, 3, 4]
@@ -107,12 +110,14 @@ def _swin_windows(q, k, v, w, table, scale):
     return o.view(b, H // w, W // w, h, w, w, -1).permute(0, 1, 4, 2, 5, 3, 6).reshape(b, H, W, h, -1)
 
 
-def test_window_attention_equals_swin():
-    """kernel_size == stride == window on a divisible map is Swin's window attention (flipped table)."""
-    q, k, v = _qkv((14, 21), heads=3, dim=4, dtype=torch.float32)
-    table = torch.randn(3, 13, 13)
-    out = na2d(q, k, v, 7, stride=7, rpb=table.flip(-1, -2), backend="torch")
-    torch.testing.assert_close(out, _swin_windows(q, k, v, 7, table, 4 ** -0.5), atol=1e-5, rtol=1e-5)
+@pytest.mark.parametrize("w", [7, 8])
+def test_window_attention_equals_swin(w):
+    """kernel_size == stride == window on a divisible map is Swin's window attention (flipped table),
+    for odd and even windows (HAT / MOAT use 16 and 14)."""
+    q, k, v = _qkv((2 * w, 3 * w), heads=3, dim=4, dtype=torch.float32)
+    table = torch.randn(3, 2 * w - 1, 2 * w - 1)
+    out = na2d(q, k, v, w, stride=w, rpb=table.flip(-1, -2), backend="torch")
+    torch.testing.assert_close(out, _swin_windows(q, k, v, w, table, 4 ** -0.5), atol=1e-5, rtol=1e-5)
 
 
 def test_qk_av_by_hand():
@@ -203,6 +208,9 @@ def test_matches_natten_nat_tiny_block():
     for dil in (1, 2):
         torch.testing.assert_close(na2d(q, k, v, 7, dilation=dil), natten.na2d(q, k, v, 7, dilation=dil),
                                    atol=1e-5, rtol=1e-4)
+    # even window attention (kernel == stride), non-divisible width: natten's partial last window
+    q, k, v = _qkv((8, 13), heads=2, dim=16, dtype=torch.float32)
+    torch.testing.assert_close(na2d(q, k, v, 4, stride=4), natten.na2d(q, k, v, 4, stride=4), atol=1e-5, rtol=1e-4)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -210,8 +218,8 @@ def test_matches_natten_nat_tiny_block():
 # ------------------------------------------------------------------------------------------------
 def test_errors():
     q, k, v = _qkv((8, 9), dtype=torch.float32)
-    with pytest.raises(ValueError, match="odd"):
-        na2d(q, k, v, 4)
+    with pytest.raises(ValueError, match="kernel_size"):
+        na2d(q, k, v, 0)
     with pytest.raises(ValueError, match="kernel_size \\* dilation"):
         na2d(q, k, v, 5, dilation=2)
     with pytest.raises(ValueError, match="kernel_size \\* dilation"):

@@ -25,6 +25,7 @@ CASES = [
     ((9, 9), (3, 3), (3, 3), (3, 3), (False, False), True, 8, 8),
     ((11,), (5,), (2,), (2,), (False,), True, 16, 16),
     ((8,), (3,), (1,), (1,), (True,), False, 8, 8),
+    ((8, 9), (4, 2), (4, 1), (1, 2), (False, False), True, 8, 8),  # even kernels (windows of 4)
 ]
 
 _SCRIPT = textwrap.dedent("""

@@ -1,12 +1,13 @@
 """Neighborhood attention in plain PyTorch: the fast CPU path and the brute-force reference.
 
-Semantics (natten 0.21, per spatial axis of length ``L``, kernel ``k`` (odd), stride ``s``,
+Semantics (natten 0.21, per spatial axis of length ``L``, kernel ``k`` (odd or even), stride ``s``,
 dilation ``d``; see ``docs/kernels.md``):
 
 * dilation splits the axis into ``d`` groups ``g = x % d``; a query only sees keys of its own group,
   in the group's own coordinates ``x' = x // d`` (group length ``L_g = ceil((L - g) / d)``);
 * non-causal: the query's *stride-group leader* is ``min((x' // s) * s + s // 2, L_g - 1)``; the window
-  is the ``k`` keys centred on the leader, shifted inward at the borders:
+  is the ``k`` keys around the leader (``k // 2`` before it, ``k - 1 - k // 2`` after), shifted inward
+  at the borders:
   ``lo = clamp(leader - k // 2, 0, L_g - k)``, ``hi = lo + k - 1``;
 * causal: leader ``min((x' // s) * s + s - 1, L_g - 1)``, keys ``max(leader - k + 1, 0) <= y' <= x'``;
 * relative positional bias (NAT / DiNAT): ``rpb[head, y'_1 - x'_1 + k_1 - 1, y'_2 - x'_2 + k_2 - 1, ...]``.

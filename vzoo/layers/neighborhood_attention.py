@@ -4,7 +4,8 @@ Layout (natten's): ``query``, ``key``, ``value`` are ``(B, *spatial, heads, head
 ``(B, L, heads, C)`` for :func:`na1d`, ``(B, H, W, heads, C)`` for :func:`na2d` and
 ``(B, D, H, W, heads, C)`` for :func:`na3d`; the output has the layout of ``value``.
 
-Each query attends to the ``kernel_size`` keys around it along every axis (natten 0.21 semantics):
+Each query attends to the ``kernel_size`` keys around it along every axis (natten 0.21 semantics;
+an even ``kernel_size`` puts ``k/2`` keys before the query and ``k/2 - 1`` after it):
 
 * **borders**: the window is shifted inward so every query sees exactly ``prod(kernel_size)`` keys;
 * **dilation** ``d``: the axis is split into ``d`` interleaved groups (``x % d``) and attention runs
@@ -94,9 +95,6 @@ def _check_same(fn, ref_name, ref, name, t, *, last_dim=True):
 
 
 def _check_geometry(fn, shape, kernel, stride, dilation):
-    if any(k % 2 == 0 for k in kernel):
-        raise ValueError(f"{fn}: kernel_size must be odd along every axis (the window is centred on the "
-                         f"query), got {kernel}")
     for i, (L, k, s, d) in enumerate(zip(shape, kernel, stride, dilation)):
         if k * d > L:
             raise ValueError(f"{fn}: kernel_size * dilation ({k} * {d} = {k * d}) along axis {i} is larger "
@@ -200,7 +198,9 @@ def na2d(query, key, value, kernel_size: IntOrTuple, stride: IntOrTuple = 1, dil
 
     Args:
         query, key: ``(B, H, W, heads, head_dim)``; value: ``(B, H, W, heads, head_dim_v)``.
-        kernel_size: odd window size, an int or ``(kh, kw)``; ``kernel_size * dilation <= (H, W)``.
+        kernel_size: window size, an int or ``(kh, kw)``; ``kernel_size * dilation <= (H, W)``. Even
+            sizes follow natten (``k/2`` keys before the query, ``k/2 - 1`` after), so a Swin window of 16
+            is ``kernel_size=16, stride=16``.
         stride: ``1 <= stride <= kernel_size``; ``stride == kernel_size`` gives blocked window attention.
         dilation: ``>= 1``; attention within each of the ``dilation`` interleaved groups.
         is_causal: a bool or ``(bool, bool)``.
