@@ -15,27 +15,32 @@ def _interpret() -> bool:
 
 LOG2E = 1.4426950408889634
 
+def _tune() -> bool:
+    """Autotune tile shapes (off under the interpreter and with VZOO_NA_TUNE=0: one default config)."""
+    return not _interpret() and os.environ.get("VZOO_NA_TUNE", "1") != "0"
+
+
+def _cfg(qbh, qbw, kbh, kbw, warps, stages):
+    return triton.Config(dict(QBH=qbh, QBW=qbw, KBH=kbh, KBW=kbw), num_warps=warps, num_stages=stages)
+
+
 def fwd_configs():
     if _interpret():
-        return [triton.Config(dict(QBH=4, QBW=4, KBH=2, KBW=8), num_warps=4, num_stages=1)]
-    cfgs = []
-    for qbh, qbw in ((8, 8), (4, 16), (8, 16), (16, 8)):
-        for kbh, kbw in ((1, 16), (2, 16), (4, 8), (2, 32)):
-            for w in (4, 8):
-                cfgs.append(triton.Config(dict(QBH=qbh, QBW=qbw, KBH=kbh, KBW=kbw), num_warps=w,
-                                          num_stages=2))
-    return cfgs
+        return [_cfg(4, 4, 2, 8, 4, 1)]
+    if not _tune():
+        return [_cfg(8, 8, 2, 16, 4, 2)]
+    return [_cfg(8, 8, 2, 16, 4, 2), _cfg(8, 8, 4, 8, 4, 2), _cfg(4, 16, 2, 16, 4, 2),
+            _cfg(8, 16, 2, 16, 8, 2), _cfg(8, 8, 1, 16, 4, 3)]
+
 
 def bwd_configs():
     if _interpret():
-        return [triton.Config(dict(QBH=4, QBW=4, KBH=2, KBW=8), num_warps=4, num_stages=1)]
-    cfgs = []
-    for qbh, qbw in ((4, 16), (8, 8), (2, 16)):
-        for kbh, kbw in ((2, 16), (4, 8), (1, 16)):
-            for w in (4, 8):
-                cfgs.append(triton.Config(dict(QBH=qbh, QBW=qbw, KBH=kbh, KBW=kbw), num_warps=w,
-                                          num_stages=1))
-    return cfgs
+        return [_cfg(4, 4, 2, 8, 4, 1)]
+    if not _tune():
+        return [_cfg(8, 8, 2, 16, 4, 1)]
+    return [_cfg(8, 8, 2, 16, 4, 1), _cfg(4, 16, 4, 8, 4, 1), _cfg(8, 8, 4, 8, 8, 1),
+            _cfg(4, 16, 2, 16, 4, 2)]
+
 
 KEY = ["H", "W", "NH", "C", "CV", "KH", "KW", "DH", "DW", "HAS_RPB"]
 

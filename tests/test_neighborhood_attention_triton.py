@@ -15,6 +15,7 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("VZOO_NA_TUNE", "0")  # one tile config in tests: no autotuning per shape and dtype
 
 # (shape, kernel, stride, dilation, causal, rpb, head_dim, value_dim): odd / non-square sizes, every feature
 CASES = [

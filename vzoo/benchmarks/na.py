@@ -1,0 +1,124 @@
+"""Neighborhood attention: vzoo's torch and Triton paths against natten and dense SDPA.
+
+Times forward and forward+backward (median ms) and reads peak memory through
+:func:`vzoo.benchmarks._timing.measure` at the stage shapes of NAT-Tiny / DiNAT and of the window
+attention that vzoo families run through ``na2d`` (HAT-, Swin- and MOAT-like windows), plus the issue's
+goal case (2 x 56 x 56, 2 heads x 32, kernel 7).
+
+    python tools/benchmark.py na                                   # CPU: the goal case
+    python tools/benchmark.py na --cases nat_tiny dinat windows --device cuda --dtype bfloat16 --bwd
+
+``natten`` is natten's own ``na2d`` with its default backend (on the CPU: FlexAttention, unfused; it has
+no CPU backward); ``natten-flex-compiled`` is natten's Flex backend under ``torch.compile`` (CUDA only);
+``sdpa`` is ``scaled_dot_product_attention`` over all ``H*W`` tokens (the dense baseline).
+"""
+from __future__ import annotations
+
+import torch
+
+from ._timing import measure
+
+DESCRIPTION = "na: neighborhood attention (vzoo torch / triton) vs natten vs dense SDPA, fwd and fwd+bwd"
+
+# name -> list of (label, batch, H, W, heads, head_dim, kernel, stride, dilation, use_rpb)
+CASES = {
+    "goal": [("goal 56x56 k7", 2, 56, 56, 2, 32, 7, 1, 1, False)],
+    "nat_tiny": [  # NAT-Tiny at 224: embed 64, heads 2/4/8/16, head_dim 32, kernel 7
+        ("nat_t s1 56x56", None, 56, 56, 2, 32, 7, 1, 1, False),
+        ("nat_t s2 28x28", None, 28, 28, 4, 32, 7, 1, 1, False),
+        ("nat_t s3 14x14", None, 14, 14, 8, 32, 7, 1, 1, False),
+        ("nat_t s4 7x7", None, 7, 7, 16, 32, 7, 1, 1, False),
+    ],
+    "dinat": [  # DiNAT-Tiny dilated layers at 224
+        ("dinat_t s1 d8", None, 56, 56, 2, 32, 7, 1, 8, False),
+        ("dinat_t s2 d4", None, 28, 28, 4, 32, 7, 1, 4, False),
+        ("dinat_t s3 d2", None, 14, 14, 8, 32, 7, 1, 2, False),
+    ],
+    "windows": [  # blocked window attention with a Swin-style bias (kernel == stride == window)
+        ("hat win16 64x64", None, 64, 64, 6, 30, 16, 16, 1, True),
+        ("swin win7 56x56", None, 56, 56, 3, 32, 7, 7, 1, True),
+        ("moat win14 56x56", None, 56, 56, 2, 32, 14, 14, 1, True),
+    ],
+}
+
+BACKENDS = ("torch", "triton", "natten", "natten-flex-compiled", "sdpa")
+
+
+def add_arguments(p):
+    p.add_argument("--cases", nargs="+", default=["goal"], choices=sorted(CASES),
+                   help="case groups (default: goal)")
+    p.add_argument("--backends", nargs="+", default=None, choices=BACKENDS,
+                   help="default: torch, natten, sdpa on the CPU; triton, torch, natten, "
+                        "natten-flex-compiled, sdpa on CUDA")
+    p.add_argument("--batch", type=int, default=None, help="batch for the stage cases (default 2 CPU, 32 CUDA)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    p.add_argument("--bwd", action="store_true", help="also time forward+backward")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--iters", type=int, default=5)
+
+
+def _runner(backend, q, k, v, kernel, stride, dilation, rpb):
+    from vzoo.layers import na2d
+    if backend in ("torch", "triton"):
+        return lambda: na2d(q, k, v, kernel, stride, dilation, rpb=rpb, backend=backend)
+    if backend == "natten":
+        import natten
+        return lambda: natten.na2d(q, k, v, kernel, stride=stride, dilation=dilation)
+    if backend == "natten-flex-compiled":
+        import natten
+        natten.allow_flex_compile(True, backprop=True)
+        return lambda: natten.na2d(q, k, v, kernel, stride=stride, dilation=dilation, backend="flex-fna",
+                                   torch_compile=True)
+    if backend == "sdpa":
+        B, H, W, h, c = q.shape
+
+        def dense():
+            t = [x.reshape(B, H * W, h, c).transpose(1, 2) for x in (q, k, v)]
+            return torch.nn.functional.scaled_dot_product_attention(*t).transpose(1, 2).reshape(B, H, W, h, c)
+        return dense
+    raise ValueError(f"na benchmark: unknown backend {backend!r}; choose from {BACKENDS}")
+
+
+def run(args):
+    dev = torch.device(args.device)
+    dtype = getattr(torch, args.dtype)
+    backends = args.backends or (["triton", "torch", "natten", "natten-flex-compiled", "sdpa"]
+                                 if dev.type == "cuda" else ["torch", "natten", "sdpa"])
+    rows = []
+    for group in args.cases:
+        for label, batch, H, W, heads, dim, kernel, stride, dil, use_rpb in CASES[group]:
+            B = batch or args.batch or (32 if dev.type == "cuda" else 2)
+            g = torch.Generator(device="cpu").manual_seed(0)
+            q, k, v = (torch.randn(B, H, W, heads, dim, generator=g).to(dev, dtype) for _ in range(3))
+            rpb = torch.randn(heads, 2 * kernel - 1, 2 * kernel - 1, generator=g).to(dev, dtype) if use_rpb else None
+            base = {}
+            for be in backends:
+                row = dict(case=label, shape=f"{B}x{H}x{W} {heads}x{dim}", kernel=kernel, stride=stride,
+                           dilation=dil, rpb=use_rpb, backend=be)
+                if be in ("natten", "natten-flex-compiled") and use_rpb:
+                    row["note"] = "no rpb in natten: timed without it"
+                try:
+                    fn = _runner(be, q, k, v, kernel, stride, dil, rpb if be in ("torch", "triton") else None)
+                    r = measure(fn, dev, args.warmup, args.iters)
+                    row.update(fwd_ms=r["ms"], fwd_peak_mb=r["peak_mb"])
+                    base.setdefault(be, r["ms"])
+                    if args.bwd:
+                        ins = [t.detach().requires_grad_() for t in (q, k, v)]
+                        r_in = rpb.detach().requires_grad_() if (rpb is not None and be in ("torch", "triton")) \
+                            else None
+                        fb = _runner(be, *ins, kernel, stride, dil, r_in)
+
+                        def step():
+                            fb().float().sum().backward()
+                        rb = measure(step, dev, args.warmup, args.iters)
+                        row.update(fwdbwd_ms=rb["ms"], fwdbwd_peak_mb=rb["peak_mb"])
+                except Exception as e:  # a backend that cannot run this case: say why, keep going
+                    row["note"] = (row.get("note", "") + f" {type(e).__name__}: {str(e).splitlines()[0][:90]}").strip()
+                rows.append(row)
+            for row in rows[-len(backends):]:
+                if "fwd_ms" in row:
+                    for ref in ("natten", "sdpa"):
+                        if ref in base and row["backend"] != ref:
+                            row[f"x_vs_{ref}"] = base[ref] / row["fwd_ms"]
+    return rows
