@@ -1,0 +1,333 @@
+"""Bi-level routing attention (BRA, BiFormer, Zhu et al., CVPR 2023): one front, three backends.
+
+The feature map (NHWC, ``H`` and ``W`` divisible by ``n_win``) is cut into ``n_win x n_win`` regions of
+``h x w = (H / n_win) x (W / n_win)`` tokens. Per image:
+
+1. **region level**: region queries / keys are the means of the token queries / keys of each region;
+   their affinity ``(q_r * scale) @ k_r^T`` (``n_win^2 x n_win^2``) picks, for every region, the
+   ``topk`` most related regions (``torch.topk``; the routing weights are the softmax of the kept
+   logits, used only with ``soft_routing``);
+2. **token level**: every token of a region attends (multi-head, softmax scale ``scale``) to all
+   ``topk * h * w`` tokens of its routed regions. With soft routing, the routed keys and values of
+   region ``j`` are multiplied by its routing weight.
+
+``scale`` is what the official release uses: ``qk_dim ** -0.5`` (the *whole* query/key width, not the
+head width), both for routing and attention. Layouts: ``query``/``key`` ``(B, H, W, qk_dim)``,
+``value`` ``(B, H, W, dim)`` with heads packed in the channels (head ``m`` owns channels
+``m*d .. (m+1)*d``); ``r_idx`` ``(B, n_win^2, topk)`` (region ``i`` is row ``i // n_win``, column
+``i % n_win``); the output has the layout of ``value``.
+
+Backends (``backend=``):
+
+* ``"triton"``: fused kernels (``vzoo.kernels.bra``, forward and backward, online softmax) that read
+  the routed key/value tiles by index straight from the NHWC tensors: neither the gathered copy of the
+  official ``KVGather`` nor a region-partitioned copy exists. Default for CUDA tensors.
+* ``"torch"``: the fast PyTorch path (region partition once, ``index_select`` gather,
+  ``scaled_dot_product_attention``). Default elsewhere.
+* ``"reference"``: the official math step by step (``gather`` of the expanded key/values, explicit
+  ``matmul``/``softmax``); what the other backends are tested against.
+
+:class:`BiLevelRoutingAttention` is the module BiFormer uses (the release's ``ops/bra_legacy.py``
+semantics): the ``qkv`` projection, optional zero padding to a multiple of ``n_win`` (``auto_pad``;
+padded tokens take part, as in the release), routing, attention, local context enhancement (a
+depthwise ``side_dwconv`` conv of the values, added to the output) and the output projection.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["bi_level_routing_attention", "routed_attention", "region_routing", "BiLevelRoutingAttention"]
+
+_BACKENDS = ("triton", "torch", "reference")
+_KV_DOWNSAMPLE_MODES = ("identity",)
+
+
+# ---------------------------------------------------------------------------------------------------
+# checks
+# ---------------------------------------------------------------------------------------------------
+def _check_int(fn, name, value, lo):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{fn}: {name} must be an int >= {lo}, got {value!r}")
+    if value < lo:
+        raise ValueError(f"{fn}: {name} must be an int >= {lo}, got {value!r}")
+
+
+def _check_qkv(fn, q, k, v, n_win, num_heads):
+    for name, t in (("query", q), ("key", k), ("value", v)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{fn}: {name} must be a torch.Tensor (B, H, W, C), got {type(t).__name__}")
+        if t.dim() != 4:
+            raise ValueError(f"{fn}: {name} must be 4-D NHWC (B, H, W, C), got shape {tuple(t.shape)}")
+        if not t.is_floating_point():
+            raise TypeError(f"{fn}: {name} must be floating point, got {t.dtype}")
+        if t.dtype != q.dtype or t.device != q.device:
+            raise TypeError(f"{fn}: {name} is {t.dtype} on {t.device} but query is {q.dtype} on {q.device}")
+        if t.shape[:3] != q.shape[:3]:
+            raise ValueError(f"{fn}: {name} shape {tuple(t.shape)} and query shape {tuple(q.shape)} differ in (B, H, W)")
+    if k.shape[-1] != q.shape[-1]:
+        raise ValueError(f"{fn}: key width {k.shape[-1]} must equal query width {q.shape[-1]}")
+    _check_int(fn, "n_win", n_win, 1)
+    _check_int(fn, "num_heads", num_heads, 1)
+    H, W = q.shape[1:3]
+    if H % n_win or W % n_win:
+        raise ValueError(f"{fn}: H and W ({H}, {W}) must be divisible by n_win={n_win}; pad the input "
+                         f"(BiLevelRoutingAttention(auto_pad=True) does)")
+    if q.shape[-1] % num_heads or v.shape[-1] % num_heads:
+        raise ValueError(f"{fn}: query width {q.shape[-1]} and value width {v.shape[-1]} must be divisible "
+                         f"by num_heads={num_heads}")
+
+
+def _pick_backend(fn, backend, t):
+    if backend is None or backend == "auto":
+        if t.is_cuda:
+            from vzoo.kernels import bra as _kbra  # imports triton lazily
+            return "triton" if _kbra.triton_available() else "torch"
+        return "torch"
+    if backend not in _BACKENDS:
+        raise ValueError(f"{fn}: backend must be one of {_BACKENDS}, 'auto' or None, got {backend!r}")
+    return backend
+
+
+# ---------------------------------------------------------------------------------------------------
+# region helpers (no copies where a view does)
+# ---------------------------------------------------------------------------------------------------
+def _partition(t: torch.Tensor, n_win: int) -> torch.Tensor:
+    """(B, H, W, C) → (B, n_win², h*w, C) (one copy)."""
+    B, H, W, C = t.shape
+    h, w = H // n_win, W // n_win
+    return t.reshape(B, n_win, h, n_win, w, C).permute(0, 1, 3, 2, 4, 5).reshape(B, n_win * n_win, h * w, C)
+
+
+def _unpartition(t: torch.Tensor, n_win: int, H: int, W: int) -> torch.Tensor:
+    """(B, n_win², h*w, C) → (B, H, W, C)."""
+    B, _, _, C = t.shape
+    h, w = H // n_win, W // n_win
+    return t.reshape(B, n_win, n_win, h, w, C).permute(0, 1, 3, 2, 4, 5).reshape(B, H, W, C)
+
+
+def _region_mean(t: torch.Tensor, n_win: int) -> torch.Tensor:
+    """(B, H, W, C) → (B, n_win², C): the mean of every region's tokens."""
+    B, H, W, C = t.shape
+    return t.reshape(B, n_win, H // n_win, n_win, W // n_win, C).mean((2, 4)).reshape(B, n_win * n_win, C)
+
+
+def region_routing(q_region: torch.Tensor, k_region: torch.Tensor, topk: int, scale: float,
+                   emb: Optional[nn.Module] = None, diff_routing: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Top-k region routing: ``(r_weight, r_idx)``, both ``(B, R, topk)``.
+
+    ``q_region``/``k_region`` are ``(B, R, qk_dim)`` region descriptors; ``emb`` an optional learnable
+    projection applied to both (``param_routing``); without ``diff_routing`` they are detached first.
+    """
+    _check_int("region_routing", "topk", topk, 1)
+    if topk > q_region.shape[1]:
+        raise ValueError(f"region_routing: topk={topk} exceeds the number of regions {q_region.shape[1]} "
+                         f"(n_win**2); use a smaller topk or a larger n_win")
+    if not diff_routing:
+        q_region, k_region = q_region.detach(), k_region.detach()
+    if emb is not None:
+        q_region, k_region = emb(q_region), emb(k_region)
+    logits = (q_region * scale) @ k_region.transpose(-2, -1)
+    top_logits, r_idx = torch.topk(logits, k=topk, dim=-1)
+    return top_logits.softmax(dim=-1), r_idx
+
+
+# ---------------------------------------------------------------------------------------------------
+# token-level attention over the routed regions
+# ---------------------------------------------------------------------------------------------------
+def _attend_reference(q_r, k_r, v_r, r_idx, num_heads, scale, r_weight):
+    """The release's math: gather (expanded, one copy per query region) then matmul/softmax/matmul.
+    q_r, k_r, v_r: (B, R, T, C); returns (B, R, T, Cv)."""
+    B, R, T, Cqk = q_r.shape
+    Cv = v_r.shape[-1]
+    topk = r_idx.shape[-1]
+    kv = torch.cat([k_r, v_r], dim=-1)
+    C = kv.shape[-1]
+    sel = torch.gather(kv.view(B, 1, R, T, C).expand(-1, R, -1, -1, -1), dim=2,
+                       index=r_idx.view(B, R, topk, 1, 1).expand(-1, -1, -1, T, C))  # (B, R, topk, T, C)
+    if r_weight is not None:
+        sel = r_weight.view(B, R, topk, 1, 1) * sel
+    k_sel, v_sel = sel.split([Cqk, Cv], dim=-1)
+    m = num_heads
+    k_sel = k_sel.reshape(B * R, topk * T, m, Cqk // m).permute(0, 2, 3, 1)  # (BR, m, c, topk*T)
+    v_sel = v_sel.reshape(B * R, topk * T, m, Cv // m).permute(0, 2, 1, 3)  # (BR, m, topk*T, c)
+    q = q_r.reshape(B * R, T, m, Cqk // m).permute(0, 2, 1, 3)
+    attn = ((q * scale) @ k_sel).softmax(dim=-1)
+    out = attn @ v_sel  # (BR, m, T, c)
+    return out.permute(0, 2, 1, 3).reshape(B, R, T, Cv)
+
+
+def _attend_torch(q_r, k_r, v_r, r_idx, num_heads, scale, r_weight):
+    """Fast path: index_select gather of the routed regions and fused SDPA. Same shapes as above."""
+    B, R, T, Cqk = q_r.shape
+    Cv = v_r.shape[-1]
+    topk = r_idx.shape[-1]
+    m = num_heads
+    flat = (r_idx + torch.arange(B, device=r_idx.device).view(B, 1, 1) * R).reshape(-1)
+    k_sel = k_r.reshape(B * R, T, Cqk).index_select(0, flat).view(B * R, topk, T, Cqk)
+    v_sel = v_r.reshape(B * R, T, Cv).index_select(0, flat).view(B * R, topk, T, Cv)
+    if r_weight is not None:
+        w = r_weight.reshape(B * R, topk, 1, 1).to(k_sel.dtype)
+        k_sel, v_sel = k_sel * w, v_sel * w
+    q = q_r.reshape(B * R, T, m, Cqk // m).transpose(1, 2)
+    k = k_sel.view(B * R, topk * T, m, Cqk // m).transpose(1, 2)
+    v = v_sel.view(B * R, topk * T, m, Cv // m).transpose(1, 2)
+    out = F.scaled_dot_product_attention(q, k, v, scale=scale)  # (BR, m, T, c)
+    return out.transpose(1, 2).reshape(B, R, T, Cv)
+
+
+def routed_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, r_idx: torch.Tensor,
+                     n_win: int, num_heads: int, scale: Optional[float] = None,
+                     r_weight: Optional[torch.Tensor] = None, backend: Optional[str] = None) -> torch.Tensor:
+    """Every token attends to the tokens of the ``topk`` regions ``r_idx`` routes its region to.
+
+    ``query``/``key`` ``(B, H, W, qk_dim)``, ``value`` ``(B, H, W, dim)``, ``r_idx`` ``(B, n_win², topk)``
+    integer; ``r_weight`` (same shape, optional) scales the routed keys and values (soft routing).
+    ``scale`` defaults to ``qk_dim ** -0.5`` (the release's choice). Returns ``(B, H, W, dim)``.
+    """
+    fn = "routed_attention"
+    _check_qkv(fn, query, key, value, n_win, num_heads)
+    B, H, W, Cqk = query.shape
+    R = n_win * n_win
+    if not isinstance(r_idx, torch.Tensor) or r_idx.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"{fn}: r_idx must be an int64/int32 tensor (B, n_win**2, topk), got "
+                        f"{r_idx.dtype if isinstance(r_idx, torch.Tensor) else type(r_idx).__name__}")
+    if r_idx.dim() != 3 or r_idx.shape[:2] != (B, R) or not 1 <= r_idx.shape[2] <= R:
+        raise ValueError(f"{fn}: r_idx must have shape (B, n_win**2, topk) = ({B}, {R}, 1..{R}), "
+                         f"got {tuple(r_idx.shape)}")
+    if r_weight is not None and tuple(r_weight.shape) != tuple(r_idx.shape):
+        raise ValueError(f"{fn}: r_weight shape {tuple(r_weight.shape)} must equal r_idx shape {tuple(r_idx.shape)}")
+    scale = Cqk ** -0.5 if scale is None else float(scale)
+    backend = _pick_backend(fn, backend, query)
+    if backend == "triton":
+        if r_weight is not None:
+            raise ValueError(f"{fn}: backend='triton' does not implement soft routing (r_weight); "
+                             f"use backend='torch'")
+        from vzoo.kernels import bra as _kbra
+        return _kbra.bra_triton(query, key, value, r_idx, n_win, num_heads, scale)
+    attend = _attend_torch if backend == "torch" else _attend_reference
+    q_r, k_r, v_r = (_partition(t, n_win) for t in (query, key, value))
+    out = attend(q_r, k_r, v_r, r_idx.long(), num_heads, scale, r_weight)
+    return _unpartition(out, n_win, H, W)
+
+
+def bi_level_routing_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, n_win: int,
+                               topk: int, num_heads: int, scale: Optional[float] = None,
+                               soft_routing: bool = False, backend: Optional[str] = None,
+                               return_routing: bool = False):
+    """Routing (region means, affinity, top-k) then :func:`routed_attention`; layouts as there.
+
+    Returns the ``(B, H, W, dim)`` output, and ``(r_weight, r_idx)`` too if ``return_routing``.
+    Routing is not differentiated through (the release's default, ``diff_routing=False``).
+    """
+    fn = "bi_level_routing_attention"
+    _check_qkv(fn, query, key, value, n_win, num_heads)
+    scale = query.shape[-1] ** -0.5 if scale is None else float(scale)
+    r_weight, r_idx = region_routing(_region_mean(query, n_win), _region_mean(key, n_win), topk, scale)
+    out = routed_attention(query, key, value, r_idx, n_win, num_heads, scale,
+                           r_weight if soft_routing else None, backend)
+    return (out, (r_weight, r_idx)) if return_routing else out
+
+
+# ---------------------------------------------------------------------------------------------------
+# the module
+# ---------------------------------------------------------------------------------------------------
+class BiLevelRoutingAttention(nn.Module):
+    """BiFormer's attention layer on NHWC input ``(B, H, W, dim)``.
+
+    Args:
+        dim: input/output channels; num_heads: heads (``qk_dim`` and ``dim`` divisible by it).
+        n_win: regions per side; topk: routed regions per region.
+        qk_dim: query/key width (default ``dim``); qk_scale: overrides ``qk_dim ** -0.5``.
+        kv_downsample_mode: only ``'identity'`` (what every released model uses).
+        param_routing: a learnable linear on the region descriptors (needs ``diff_routing``).
+        diff_routing: let gradients flow through the routing descriptors; soft_routing: scale the
+            routed keys/values by the routing weights (the release supports diff_routing only with it).
+        side_dwconv: kernel of the depthwise conv on the values added to the output (0: none).
+        auto_pad: zero-pad H and W (bottom/right) to a multiple of ``n_win``, crop the output back;
+            without it such inputs raise ``ValueError``.
+        backend: ``None``/``'auto'``, ``'triton'``, ``'torch'`` or ``'reference'`` (see the module doc).
+    """
+
+    def __init__(self, dim: int, num_heads: int = 8, n_win: int = 7, qk_dim: Optional[int] = None,
+                 qk_scale: Optional[float] = None, topk: int = 4, kv_downsample_mode: str = "identity",
+                 param_routing: bool = False, diff_routing: bool = False, soft_routing: bool = False,
+                 side_dwconv: int = 3, auto_pad: bool = False, backend: Optional[str] = None):
+        super().__init__()
+        fn = "BiLevelRoutingAttention"
+        _check_int(fn, "dim", dim, 1)
+        _check_int(fn, "num_heads", num_heads, 1)
+        _check_int(fn, "n_win", n_win, 1)
+        _check_int(fn, "topk", topk, 1)
+        _check_int(fn, "side_dwconv", side_dwconv, 0)
+        self.qk_dim = qk_dim or dim
+        if self.qk_dim % num_heads or dim % num_heads:
+            raise ValueError(f"{fn}: qk_dim ({self.qk_dim}) and dim ({dim}) must be divisible by num_heads={num_heads}")
+        if topk > n_win * n_win:
+            raise ValueError(f"{fn}: topk={topk} exceeds the number of regions n_win**2={n_win * n_win}")
+        if kv_downsample_mode not in _KV_DOWNSAMPLE_MODES:
+            raise ValueError(f"{fn}: kv_downsample_mode must be one of {_KV_DOWNSAMPLE_MODES} (the released "
+                             f"models' setting), got {kv_downsample_mode!r}")
+        if param_routing and not diff_routing:
+            raise ValueError(f"{fn}: param_routing=True needs diff_routing=True (a learnable router must get gradients)")
+        if diff_routing and not soft_routing:
+            raise ValueError(f"{fn}: diff_routing=True needs soft_routing=True (hard differentiable routing "
+                             f"is not defined by the release)")
+        if backend not in (None, "auto") + _BACKENDS:
+            raise ValueError(f"{fn}: backend must be one of {_BACKENDS}, 'auto' or None, got {backend!r}")
+        self.dim, self.num_heads, self.n_win, self.topk = dim, num_heads, n_win, topk
+        self.scale = qk_scale or self.qk_dim ** -0.5
+        self.diff_routing, self.soft_routing, self.auto_pad = diff_routing, soft_routing, auto_pad
+        self.kv_downsample_mode = kv_downsample_mode
+        self.backend = backend
+        self.qkv = nn.Linear(dim, 2 * self.qk_dim + dim)
+        self.router_proj = nn.Linear(self.qk_dim, self.qk_dim) if param_routing else None
+        self.lepe = nn.Conv2d(dim, dim, side_dwconv, padding=side_dwconv // 2, groups=dim) if side_dwconv > 0 else None
+        self.proj = nn.Linear(dim, dim)
+
+    def extra_repr(self) -> str:
+        return (f"dim={self.dim}, qk_dim={self.qk_dim}, num_heads={self.num_heads}, n_win={self.n_win}, "
+                f"topk={self.topk}, auto_pad={self.auto_pad}")
+
+    def forward(self, x: torch.Tensor, backend: Optional[str] = None) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[-1] != self.dim:
+            raise ValueError(f"BiLevelRoutingAttention: x must be NHWC (B, H, W, {self.dim}), got {tuple(x.shape)}")
+        B, H_in, W_in, _ = x.shape
+        n = self.n_win
+        pad_b, pad_r = (-H_in) % n, (-W_in) % n
+        if pad_b or pad_r:
+            if not self.auto_pad:
+                raise ValueError(f"BiLevelRoutingAttention: H and W ({H_in}, {W_in}) must be divisible by "
+                                 f"n_win={n}, or construct it with auto_pad=True")
+            x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
+        H, W = x.shape[1:3]
+        backend = _pick_backend("BiLevelRoutingAttention", backend or self.backend, x)
+        if backend == "triton" and self.soft_routing:
+            backend = "torch"  # the kernel has no soft routing (no released model uses it)
+        qkv = self.qkv(x)
+        c = self.qk_dim
+        emb = self.router_proj
+        if backend == "triton":
+            q, k, v = qkv.split([c, c, self.dim], dim=-1)
+            _, r_idx = region_routing(_region_mean(q, n), _region_mean(k, n), self.topk, self.scale, emb,
+                                      self.diff_routing)
+            from vzoo.kernels import bra as _kbra
+            out = _kbra.bra_triton(q, k, v, r_idx, n, self.num_heads, self.scale)
+            v_img = v
+        else:
+            qkv_r = _partition(qkv, n)  # one copy, shared by q, k and v
+            q_r, k_r, v_r = qkv_r.split([c, c, self.dim], dim=-1)
+            r_weight, r_idx = region_routing(q_r.mean(2), k_r.mean(2), self.topk, self.scale, emb, self.diff_routing)
+            attend = _attend_torch if backend == "torch" else _attend_reference
+            out = _unpartition(attend(q_r, k_r, v_r, r_idx, self.num_heads, self.scale,
+                                      r_weight if self.soft_routing else None), n, H, W)
+            v_img = qkv[..., 2 * c:]
+        if self.lepe is not None:
+            out = out + self.lepe(v_img.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        out = self.proj(out)
+        if pad_b or pad_r:
+            out = out[:, :H_in, :W_in].contiguous()
+        return out
