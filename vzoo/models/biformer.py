@@ -184,7 +184,8 @@ class BiFormer(nn.Module):
                 nn.Conv2d(d0 // 2, d0, 3, stride=2, padding=1), nn.BatchNorm2d(d0))
         else:
             self.stem = nn.Sequential(nn.Conv2d(in_chans, d0, 4, stride=4), nn.BatchNorm2d(d0))
-        dpr = [x.item() for x in torch.linspace(0, drop_path_rate, sum(depths))]
+        n = sum(depths)  # linearly increasing stochastic depth (torch.linspace's values, in Python: meta-safe)
+        dpr = [drop_path_rate * i / (n - 1) if n > 1 else 0.0 for i in range(n)]
         stages, self.feature_info, cur = [], [], 0
         for i in range(4):
             if i == 0:
