@@ -13,11 +13,12 @@ dilation ``d``; see ``docs/kernels.md``):
 * relative positional bias (NAT / DiNAT): ``rpb[head, y'_1 - x'_1 + k_1 - 1, y'_2 - x'_2 + k_2 - 1, ...]``.
 
 The fast path (:func:`na_forward`) never forms the ``N x N`` attention matrix. It cuts the queries into
-tiles of ``t_1 x t_2 (x t_3)`` and gathers, for each tile, the smallest key *region* that holds every
-neighbour of every query in the tile (``t + k - 1`` keys per axis for stride 1, exactly the window when
-``stride == kernel_size``). Scores are then one batched matrix multiply per tile, masked to the true
-neighbourhoods, so compute and memory are ``O(N * region)`` = ``O(N * k^2)``, and the work runs in
-parallel over batch, heads and tiles through ``torch.matmul``.
+tiles of ``t_1 x t_2 (x t_3)`` and gathers (one ``index_select`` per operand), for each tile, the smallest
+key *region* that holds every neighbour of every query in the tile (``t + k - 1`` keys per axis for
+stride 1, exactly the window when ``stride == kernel_size``). Each tile is then a small dense attention
+problem masked to the true neighbourhoods: torch's fused ``scaled_dot_product_attention`` over all tiles
+at once (batch x heads x tiles), or, when the rpb needs a gradient, explicit batched matmuls + softmax.
+Compute and memory are ``O(N * region)`` = ``O(N * k^2)``, parallel over batch, heads and tiles.
 """
 from __future__ import annotations
 
@@ -94,7 +95,7 @@ def _broadcast_axes(tables, n):
     return out
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=64)
 def _nd_plan(shape, kernel, stride, causal, tile, with_rpb: bool, device: str):
     n = len(shape)
     plans = [_axis_plan(shape[i], kernel[i], stride[i], causal[i], tile[i]) for i in range(n)]
@@ -263,30 +264,34 @@ def _na_core(q, k, v, kernel, stride, causal, scale, rpb, tile):
     shape = tuple(q.shape[1:1 + n])
     tiles = _tiles_for(shape, kernel, stride, tile)
     plan = _nd_plan(shape, kernel, stride, causal, tiles, rpb is not None, str(q.device))
-    qt = _tile_queries(q, plan) * scale  # (B, h, T, tq, C)
+    qt = _tile_queries(q, plan)  # (B, h, T, tq, C)
     kt = _tile_regions(k, plan)  # (B, h, T, tk, C)
     vt = _tile_regions(v, plan)
-    s = torch.matmul(qt, kt.transpose(-1, -2))  # (B, h, T, tq, tk)
+    b, h, T, tq, c = qt.shape
+    if rpb is None or not (rpb.requires_grad and torch.is_grad_enabled()):
+        # constant mask / bias: torch's fused SDPA per tile (no score matrix kept for the backward)
+        if rpb is None:
+            mask = None if plan["mask"] is None else plan["mask"].view(1, T, tq, -1)
+            q4, k4, v4 = (x.view(b * h, T, x.shape[-2], x.shape[-1]) for x in (qt, kt, vt))
+        else:
+            mask = _bias_table(rpb, q.dtype)[:, _masked_rpb_idx(plan)].view(1, h * T, tq, -1)
+            q4, k4, v4 = (x.view(b, h * T, x.shape[-2], x.shape[-1]) for x in (qt, kt, vt))
+        o = F.scaled_dot_product_attention(q4, k4, v4, attn_mask=mask, scale=scale)
+        return _untile(o.view(b, h, T, tq, -1), plan, shape)
+    # learnable bias: explicit scores (autograd reaches rpb through the gather)
+    s = torch.matmul(qt * scale, kt.transpose(-1, -2))  # (B, h, T, tq, tk)
     if s.dtype in (torch.float16, torch.bfloat16):
         s = s.float()
-    if rpb is not None:
-        # masked-out pairs index an extra -inf entry: bias and mask in one gather and one add
-        table = torch.cat([rpb.reshape(rpb.shape[0], -1).to(s.dtype),
-                           rpb.new_full((rpb.shape[0], 1), float("-inf"), dtype=s.dtype)], 1)
-        s = s + table[:, _masked_rpb_idx(plan)]
-    elif plan["mask"] is not None:
-        s = s + _additive_mask(plan, s.dtype) if s.requires_grad else s.add_(_additive_mask(plan, s.dtype))
+    s = s + _bias_table(rpb, s.dtype)[:, _masked_rpb_idx(plan)]  # masked pairs hit the -inf slot
     p = torch.softmax(s, dim=-1).to(v.dtype)
     o = torch.matmul(p, vt)  # (B, h, T, tq, Cv)
     return _untile(o, plan, shape)
 
 
-def _additive_mask(plan, dtype):
-    key = ("add_mask", dtype)
-    if key not in plan:
-        plan[key] = torch.zeros(plan["mask"].shape, dtype=dtype, device=plan["mask"].device).masked_fill_(
-            ~plan["mask"], float("-inf"))
-    return plan[key]
+def _bias_table(rpb, dtype):
+    """rpb flattened per head, plus one -inf entry that masked-out pairs index."""
+    flat = rpb.reshape(rpb.shape[0], -1).to(dtype)
+    return torch.cat([flat, flat.new_full((flat.shape[0], 1), float("-inf"))], 1)
 
 
 def _masked_rpb_idx(plan):
