@@ -1,0 +1,163 @@
+"""Fused bi-level routing attention (Triton): forward and backward, fp32 / fp16 / bf16.
+
+Used through :func:`vzoo.layers.routed_attention` and :class:`vzoo.layers.BiLevelRoutingAttention`
+(``backend="triton"``, the default for CUDA tensors); semantics are those of the ``"reference"``
+backend there (the official release's math), which the kernels are tested against.
+
+Design (flash-attention style; no attention matrix and no gathered key/value tensor in memory):
+
+* forward: one program = a block of ``BLOCK_T`` tokens of one query region, one (batch, head). It walks
+  the ``topk * T`` routed keys in blocks of ``BLOCK_N``; each key's address is computed from the routing
+  index (region → rows/columns of the NHWC tensor), so keys and values are read in place, straight from
+  the ``qkv`` projection's output (strided views are fine). Online softmax in the exp2 domain; the
+  log-sum-exp is kept for the backward.
+* backward: ``delta = rowsum(dO * O)`` in PyTorch; ``dQ`` in a query-region kernel that re-walks the
+  routed keys; ``dK, dV`` in a key-region kernel that walks the query regions routed *to* it (the
+  inverse routing, a CSR list built on the device with ``argsort``/``bincount``), so every gradient is
+  written once, without atomics (deterministic).
+
+Tile sizes are autotuned on the GPU (``VZOO_BRA_TUNE=0``: one config). Triton is imported lazily; the
+kernels also run on the CPU under ``TRITON_INTERPRET=1`` (set before triton is first imported).
+"""
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+
+__all__ = ["triton_available", "bra_triton", "routing_csr"]
+
+_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+@functools.lru_cache(maxsize=1)
+def _triton():
+    try:
+        import triton  # noqa: F401
+        import triton.language  # noqa: F401
+    except Exception:  # pragma: no cover - triton ships with torch's CUDA wheels
+        return None
+    return triton
+
+
+def _interpret() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def triton_available() -> bool:
+    """Triton importable and a CUDA device present (or the interpreter switched on)."""
+    return _triton() is not None and (torch.cuda.is_available() or _interpret())
+
+
+@functools.lru_cache(maxsize=1)
+def _kernels():
+    from . import bra_kernels as K
+    return K
+
+
+def _pow2(x: int, lo: int = 16) -> int:
+    return max(lo, 1 << (int(x) - 1).bit_length())
+
+
+def routing_csr(r_idx: torch.Tensor):
+    """Inverse routing: for every key region, the query regions that route to it.
+
+    ``r_idx`` ``(B, R, topk)`` → ``offsets`` ``(B, R + 1)`` and ``qreg`` ``(B, R * topk)`` (int32): the
+    query regions routed to key region ``k`` of image ``b`` are ``qreg[b, offsets[b, k]:offsets[b, k + 1]]``.
+    """
+    B, R, topk = r_idx.shape
+    flat = r_idx.reshape(B, R * topk).long()
+    order = torch.argsort(flat, dim=1, stable=True)
+    qreg = (order // topk).to(torch.int32)
+    counts = torch.zeros(B, R, dtype=torch.int64, device=r_idx.device).scatter_add_(1, flat, torch.ones_like(flat))
+    offsets = torch.zeros(B, R + 1, dtype=torch.int32, device=r_idx.device)
+    offsets[:, 1:] = counts.cumsum(1).to(torch.int32)
+    return offsets.contiguous(), qreg.contiguous()
+
+
+def _chan_contig(t: torch.Tensor) -> torch.Tensor:
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
+def _geometry(q, v, n_win, num_heads):
+    B, H, W, C = q.shape
+    RH, RW = H // n_win, W // n_win
+    T = RH * RW
+    D, DV = C // num_heads, v.shape[-1] // num_heads
+    return B, H, W, RH, RW, T, D, DV
+
+
+def _meta(q, T, D, DV):
+    return dict(BLOCK_T=min(64, _pow2(T)), BLOCK_D=_pow2(D), BLOCK_DV=_pow2(DV),
+                PREC="ieee" if q.dtype == torch.float32 else "tf32")
+
+
+def _forward(q, k, v, idx, n_win, num_heads, scale):
+    K = _kernels()
+    B, H, W, RH, RW, T, D, DV = _geometry(q, v, n_win, num_heads)
+    topk = idx.shape[-1]
+    o = torch.empty(B, H, W, num_heads * DV, device=q.device, dtype=q.dtype)
+    lse = torch.empty(B, num_heads, H, W, device=q.device, dtype=torch.float32)
+    meta = _meta(q, T, D, DV)
+    grid = (B * n_win * n_win * triton_cdiv(T, meta["BLOCK_T"]), num_heads)
+    K.bra_fwd[grid](q, k, v, o, lse, idx,
+                    *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *o.stride()[:3], *lse.stride()[:3],
+                    n_win, RH, RW, T, topk, D, DV, scale * K.LOG2E, **meta)
+    return o, lse
+
+
+def _backward(q, k, v, o, lse, idx, do, n_win, num_heads, scale):
+    K = _kernels()
+    B, H, W, RH, RW, T, D, DV = _geometry(q, v, n_win, num_heads)
+    topk = idx.shape[-1]
+    do = do.contiguous()  # shares o's (contiguous) strides
+    delta = (do.float() * o.float()).view(B, H, W, num_heads, DV).sum(-1).permute(0, 3, 1, 2).contiguous()
+    dq = torch.empty(B, H, W, num_heads * D, device=q.device, dtype=q.dtype)
+    dk = torch.empty(B, H, W, num_heads * D, device=q.device, dtype=q.dtype)
+    dv = torch.empty(B, H, W, num_heads * DV, device=q.device, dtype=q.dtype)
+    meta = _meta(q, T, D, DV)
+    strides = (*q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *do.stride()[:3], *lse.stride()[:3])
+    geo = (n_win, RH, RW, T, topk, D, DV, scale * K.LOG2E, scale)
+    grid = (B * n_win * n_win * triton_cdiv(T, meta["BLOCK_T"]), num_heads)
+    K.bra_bwd_dq[grid](q, k, v, do, lse, delta, dq, idx, *strides, *geo, **meta)
+    offsets, qreg = routing_csr(idx)
+    K.bra_bwd_dkv[grid](q, k, v, do, lse, delta, dk, dv, offsets, qreg, *strides, *geo, **meta)
+    return dq, dk, dv
+
+
+def triton_cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+class _BRAFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, idx, n_win, num_heads, scale):
+        o, lse = _forward(q, k, v, idx, n_win, num_heads, scale)
+        ctx.save_for_backward(q, k, v, o, lse, idx)
+        ctx.cfg = (n_win, num_heads, scale)
+        return o
+
+    @staticmethod
+    def backward(ctx, do):
+        q, k, v, o, lse, idx = ctx.saved_tensors
+        dq, dk, dv = _backward(q, k, v, o, lse, idx, do, *ctx.cfg)
+        return dq, dk, dv, None, None, None, None
+
+
+def bra_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, r_idx: torch.Tensor, n_win: int,
+               num_heads: int, scale: float) -> torch.Tensor:
+    """Routed attention with the fused kernels; layouts of :func:`vzoo.layers.routed_attention`
+    (``q``/``k`` ``(B, H, W, qk_dim)``, ``v`` ``(B, H, W, dim)``, NHWC views with unit channel stride
+    are read in place; ``H``, ``W`` divisible by ``n_win``). Returns a contiguous ``(B, H, W, dim)``."""
+    if _triton() is None:
+        raise RuntimeError("bra_triton: triton is not importable; use backend='torch'")
+    if not (q.is_cuda or _interpret()):
+        raise ValueError("bra_triton: tensors must be on a CUDA device (or set TRITON_INTERPRET=1 before "
+                         "triton is imported to run the kernels on the CPU); use backend='torch'")
+    if q.dtype not in _DTYPES:
+        raise TypeError(f"bra_triton: dtype must be one of {_DTYPES}, got {q.dtype}; use backend='torch' "
+                        f"(e.g. for float64 gradcheck)")
+    idx = r_idx.to(torch.int32).contiguous()
+    return _BRAFunction.apply(_chan_contig(q), _chan_contig(k), _chan_contig(v), idx, int(n_win),
+                              int(num_heads), float(scale))
