@@ -56,6 +56,7 @@ def add_arguments(p):
     p.add_argument("--bwd", action="store_true", help="also time forward+backward")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--iters", type=int, default=5)
+    p.add_argument("--plot", default=None, help="also draw the times as a PNG bar chart here (matplotlib)")
 
 
 def _runner(backend, q, k, v, kernel, stride, dilation, rpb):
@@ -121,4 +122,32 @@ def run(args):
                     for ref in ("natten", "sdpa"):
                         if ref in base and row["backend"] != ref:
                             row[f"x_vs_{ref}"] = base[ref] / row["fwd_ms"]
+    if args.plot:
+        plot(rows, args.plot, f"neighborhood attention, {args.dtype}, {dev.type}")
     return rows
+
+
+def plot(rows, path, title):
+    """Grouped bars (log scale): forward (and forward+backward) ms per case and backend."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    cases = list(dict.fromkeys(r["case"] for r in rows))
+    backends = list(dict.fromkeys(r["backend"] for r in rows))
+    metrics = [m for m in ("fwd_ms", "fwdbwd_ms") if any(m in r for r in rows)]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(max(6, 1.6 * len(cases)) * len(metrics), 4.2), squeeze=False)
+    width = 0.8 / max(1, len(backends))
+    for ax, metric in zip(axes[0], metrics):
+        for j, be in enumerate(backends):
+            vals = [next((r.get(metric) for r in rows if r["case"] == c and r["backend"] == be), None) for c in cases]
+            xs = [i + j * width for i in range(len(cases))]
+            ax.bar(xs, [v or 0 for v in vals], width, label=be)
+        ax.set_xticks([i + width * (len(backends) - 1) / 2 for i in range(len(cases))])
+        ax.set_xticklabels(cases, rotation=20, ha="right", fontsize=8)
+        ax.set_yscale("log")
+        ax.set_ylabel(f"{metric.replace('_ms', '')} time, ms (log)")
+        ax.set_title(title)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
