@@ -263,3 +263,21 @@ def test_memory_is_linear_in_tokens():
         sizes[L] = plan["n_tiles"] * plan["tq"] * plan["tk"]
     assert sizes[64] / sizes[16] < 16 * 1.5  # tokens grew 16x; N^2 would be 256x
     assert sizes[64] < (64 * 64) ** 2 / 20
+
+
+def test_benchmark_suite_tiny(tmp_path):
+    import argparse
+    from vzoo.benchmarks import load_suite
+    suite = load_suite("na")
+    p = argparse.ArgumentParser()
+    suite.add_arguments(p)
+    backends = ["torch", "sdpa"] + (["natten"] if natten is not None else [])
+    args = p.parse_args(["--cases", "tiny", "--backends", *backends, "--device", "cpu", "--bwd", "--iters", "1",
+                         "--warmup", "0", "--plot", str(tmp_path / "na.png")])
+    rows = suite.run(args)
+    assert [r["backend"] for r in rows] == backends
+    torch_row = rows[0]
+    assert torch_row["fwd_ms"] > 0 and torch_row["fwdbwd_ms"] > 0 and torch_row["x_vs_sdpa"] > 0
+    if natten is not None:  # natten has no rpb (timed without it) and no CPU backward: said in the row
+        assert "no rpb" in rows[-1]["note"] and rows[-1]["fwd_ms"] > 0
+    assert (tmp_path / "na.png").stat().st_size > 1000

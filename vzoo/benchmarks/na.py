@@ -22,6 +22,7 @@ DESCRIPTION = "na: neighborhood attention (vzoo torch / triton) vs natten vs den
 
 # name -> list of (label, batch, H, W, heads, head_dim, kernel, stride, dilation, use_rpb)
 CASES = {
+    "tiny": [("tiny 12x10 k5 d2", 1, 12, 10, 2, 8, 5, 1, 2, True)],  # for tests
     "goal": [("goal 56x56 k7", 2, 56, 56, 2, 32, 7, 1, 1, False)],
     "nat_tiny": [  # NAT-Tiny at 224: embed 64, heads 2/4/8/16, head_dim 32, kernel 7
         ("nat_t s1 56x56", None, 56, 56, 2, 32, 7, 1, 1, False),
