@@ -90,7 +90,8 @@ def _geometry(q, v, n_win, num_heads):
 
 def _meta(q, T, D, DV):
     return dict(BLOCK_T=min(64, _pow2(T)), BLOCK_D=_pow2(D), BLOCK_DV=_pow2(DV),
-                PREC="ieee" if q.dtype == torch.float32 else "tf32")
+                PREC="ieee" if q.dtype == torch.float32 else "tf32",
+                DOT_F32=_interpret() and q.dtype == torch.bfloat16)
 
 
 def _forward(q, k, v, idx, n_win, num_heads, scale):

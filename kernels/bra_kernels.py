@@ -42,6 +42,15 @@ KEY = ["T", "TOPK", "D", "DV", "BLOCK_T"]
 
 
 @triton.jit
+def _dot(a, b, PREC: tl.constexpr, DOT_F32: tl.constexpr):
+    # DOT_F32: only under TRITON_INTERPRET with bfloat16, whose tl.dot the interpreter gets wrong
+    # (numpy has no bfloat16); on a GPU bf16 operands go to the tensor cores as they are.
+    if DOT_F32:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
+    return tl.dot(a, b, input_precision=PREC)
+
+
+@triton.jit
 def _region_xy(r, t, NWIN, RH, RW):
     return (r // NWIN) * RH + t // RW, (r % NWIN) * RW + t % RW
 
@@ -52,7 +61,7 @@ def bra_fwd(Q, K, V, O, LSE, IDX,
             sqb, sqh, sqw, skb, skh, skw, svb, svh, svw, sob, soh, sow, slb, sln, slh,
             NWIN, RH, RW, T, TOPK, D, DV, scale_log2,
             BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, PREC: tl.constexpr,
-            BLOCK_N: tl.constexpr):
+            DOT_F32: tl.constexpr, BLOCK_N: tl.constexpr):
     pid = tl.program_id(0)
     head = tl.program_id(1)
     R = NWIN * NWIN
@@ -81,7 +90,7 @@ def bra_fwd(Q, K, V, O, LSE, IDX,
         ky, kx = _region_xy(reg, nc % T, NWIN, RH, RW)
         kt = tl.load(K + b * skb + ky[None, :] * skh + kx[None, :] * skw + head * D + c[:, None],
                      mask=c[:, None] < D, other=0.0)
-        s = tl.dot(q, kt, input_precision=PREC) * scale_log2
+        s = _dot(q, kt, PREC, DOT_F32) * scale_log2
         s = tl.where(kvalid[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
         alpha = tl.exp2(m_i - m_new)
@@ -89,7 +98,7 @@ def bra_fwd(Q, K, V, O, LSE, IDX,
         l_i = l_i * alpha + tl.sum(p, 1)
         v = tl.load(V + b * svb + ky[:, None] * svh + kx[:, None] * svw + head * DV + cv[None, :],
                     mask=cv[None, :] < DV, other=0.0)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PREC)
+        acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, PREC, DOT_F32)
         m_i = m_new
     out = acc / l_i[:, None]
     tl.store(O + b * sob + py[:, None] * soh + px[:, None] * sow + head * DV + cv[None, :],
@@ -103,7 +112,7 @@ def bra_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, IDX,
                sqb, sqh, sqw, skb, skh, skw, svb, svh, svw, sob, soh, sow, slb, sln, slh,
                NWIN, RH, RW, T, TOPK, D, DV, scale_log2, scale,
                BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, PREC: tl.constexpr,
-               BLOCK_N: tl.constexpr):
+               DOT_F32: tl.constexpr, BLOCK_N: tl.constexpr):
     # DO shares O's strides (sob, soh, sow); DQ is contiguous (B, H, W, C) with C = NH * D
     pid = tl.program_id(0)
     head = tl.program_id(1)
@@ -136,13 +145,13 @@ def bra_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, IDX,
         ky, kx = _region_xy(reg, nc % T, NWIN, RH, RW)
         kt = tl.load(K + b * skb + ky[None, :] * skh + kx[None, :] * skw + head * D + c[:, None],
                      mask=c[:, None] < D, other=0.0)
-        s = tl.dot(q, kt, input_precision=PREC) * scale_log2
+        s = _dot(q, kt, PREC, DOT_F32) * scale_log2
         p = tl.where(kvalid[None, :], tl.exp2(s - lse[:, None]), 0.0)
         vt = tl.load(V + b * svb + ky[None, :] * svh + kx[None, :] * svw + head * DV + cv[:, None],
                      mask=cv[:, None] < DV, other=0.0)
-        dp = tl.dot(do, vt, input_precision=PREC)
+        dp = _dot(do, vt, PREC, DOT_F32)
         ds = p * (dp - delta[:, None])
-        dq += tl.dot(ds.to(kt.dtype), tl.trans(kt), input_precision=PREC)
+        dq += _dot(ds.to(kt.dtype), tl.trans(kt), PREC, DOT_F32)
     C = NH * D
     tl.store(DQ + ((b * (RH * NWIN) + py[:, None]) * (RW * NWIN) + px[:, None]) * C + head * D + c[None, :],
              (dq * scale).to(DQ.dtype.element_ty), mask=qvalid[:, None] & (c[None, :] < D))
@@ -154,7 +163,7 @@ def bra_bwd_dkv(Q, K, V, DO, LSE, DELTA, DK, DV_, OFF, QREG,
                 sqb, sqh, sqw, skb, skh, skw, svb, svh, svw, sob, soh, sow, slb, sln, slh,
                 NWIN, RH, RW, T, TOPK, D, DV, scale_log2, scale,
                 BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, PREC: tl.constexpr,
-                BLOCK_M: tl.constexpr):
+                DOT_F32: tl.constexpr, BLOCK_M: tl.constexpr):
     # one program = BLOCK_T tokens of one key region, one head; it walks the query regions routed to
     # it (OFF/QREG: per batch, a CSR list of the query regions of every key region). DK, DV_ contiguous.
     pid = tl.program_id(0)
@@ -191,12 +200,12 @@ def bra_bwd_dkv(Q, K, V, DO, LSE, DELTA, DK, DV_, OFF, QREG,
                          mask=cv[None, :] < DV, other=0.0)
             lse = tl.load(LSE + b * slb + head * sln + py * slh + px)
             delta = tl.load(DELTA + b * slb + head * sln + py * slh + px)
-            st = tl.dot(k, tl.trans(q), input_precision=PREC) * scale_log2
+            st = _dot(k, tl.trans(q), PREC, DOT_F32) * scale_log2
             pt = tl.where(qv[None, :], tl.exp2(st - lse[None, :]), 0.0)
-            dv += tl.dot(pt.to(do.dtype), do, input_precision=PREC)
-            dpt = tl.dot(v, tl.trans(do), input_precision=PREC)
+            dv += _dot(pt.to(do.dtype), do, PREC, DOT_F32)
+            dpt = _dot(v, tl.trans(do), PREC, DOT_F32)
             dst = pt * (dpt - delta[None, :])
-            dk += tl.dot(dst.to(q.dtype), q, input_precision=PREC)
+            dk += _dot(dst.to(q.dtype), q, PREC, DOT_F32)
     rows = (b * (RH * NWIN) + ky[:, None]) * (RW * NWIN) + kx[:, None]
     tl.store(DK + rows * (NH * D) + head * D + c[None, :], (dk * scale).to(DK.dtype.element_ty),
              mask=kvalid[:, None] & (c[None, :] < D))
