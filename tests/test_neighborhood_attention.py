@@ -281,3 +281,11 @@ def test_benchmark_suite_tiny(tmp_path):
     if natten is not None:  # natten has no rpb (timed without it) and no CPU backward: said in the row
         assert "no rpb" in rows[-1]["note"] and rows[-1]["fwd_ms"] > 0
     assert (tmp_path / "na.png").stat().st_size > 1000
+
+
+def test_non_contiguous_inputs_from_a_fused_qkv():
+    qkv = torch.randn(2, 9, 7, 3, 2, 8)  # (B, H, W, 3, heads, C) as a qkv projection gives it
+    q, k, v = qkv.unbind(3)
+    assert not q.is_contiguous()
+    torch.testing.assert_close(na2d(q, k, v, 3, dilation=2), na2d(q.contiguous(), k.contiguous(), v.contiguous(), 3,
+                                                                  dilation=2))
