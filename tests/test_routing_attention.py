@@ -131,3 +131,19 @@ def test_bad_arguments_name_the_argument():
         routed_attention(q, k, v, torch.zeros(1, 3, 2, dtype=torch.long), 2, 2)
     with pytest.raises(ValueError, match="topk"):
         bi_level_routing_attention(q, k, v, 2, 5, 2)
+
+
+def test_benchmark_suite_runs_and_its_official_gather_agrees():
+    import argparse
+
+    from vzoo.benchmarks import load_suite
+    suite = load_suite("bra")
+    p = argparse.ArgumentParser()
+    suite.add_arguments(p)
+    args = p.parse_args(["--cases", "tiny", "--device", "cpu", "--bwd", "--warmup", "0", "--iters", "1"])
+    rows = suite.run(args)
+    assert [r["backend"] for r in rows] == ["torch", "reference", "official"]
+    assert all(r["fwd_ms"] > 0 and r["fwdbwd_ms"] > 0 for r in rows), rows
+    q, k, v = _qkv(2, 12, 12, 2, 16, 16)
+    torch.testing.assert_close(suite.official_bra(q, k, v, 3, 2, 2, 0.2),
+                               bi_level_routing_attention(q, k, v, 3, 2, 2, 0.2, backend="reference"))

@@ -1,0 +1,12 @@
+# BiFormer-B UPerNet 160k on ADE20K (BiFormer, CVPR 2023, Table 4; official
+# semantic_segmentation/configs/ade20k/upernet.biformer_base.py, Swin/CSWin recipe): n_win 8 for the
+# 512x512 crops, auto_pad, topks (1, 4, 16, -2), stochastic depth 0.4, a LayerNorm on every backbone
+# output, SyncBN in the backbone; AdamW lr 6e-5, wd 0.01 without decay on norms, 1500 linear warm-up
+# iterations, poly decay power 1.0, batch 16 (8 GPUs x 2) -- the base's schedule.
+_base_ = ['./_base_/upernet_vzoo_512x512_160k_ade20k.py']
+model = dict(
+    backbone=dict(model='biformer_base', n_win=8, auto_pad=True, extra_norms=True, drop_path_rate=0.4,
+                  init_cfg=dict(type='Pretrained', checkpoint='checkpoints/biformer_base.pth')),
+    decode_head=dict(in_channels=[96, 192, 384, 768]),
+    auxiliary_head=dict(in_channels=384))
+sync_bn = 'torch'  # the release converts the backbone's BatchNorm to SyncBatchNorm (used when distributed)
