@@ -188,8 +188,8 @@ def test_psnr_ssim_against_skimage(border):
     bic = imresize(lr.permute(1, 2, 0).numpy(), scale=2).astype(np.float64)
     assert abs(res["PSNR_bicubic"] - peak_signal_noise_ratio(yg2, _y_reference(bic)[2:-2, 2:-2], data_range=255)) < 1e-9
     assert set(res) == {"PSNR", "SSIM", "PSNR_bicubic", "SSIM_bicubic"}
-    with pytest.raises(ValueError, match="metrics"):
-        SRMetric(metrics=("LPIPS",))
+    with pytest.raises(ValueError, match="measures"):
+        SRMetric(measures=("LPIPS",))
 
 
 # ----------------------------------------------------------------------------- tiling

@@ -6,32 +6,24 @@ mmengine's own (optimizers, loops, hooks, samplers ...). ``locations`` makes mme
 ``vzoo.tasks`` (which imports every task subpackage) the first time one of these registries is
 searched, so a config needs no ``custom_imports``.
 """
-from mmengine.registry import DATA_SAMPLERS as MMENGINE_DATA_SAMPLERS
-from mmengine.registry import DATASETS as MMENGINE_DATASETS
-from mmengine.registry import EVALUATOR as MMENGINE_EVALUATOR
-from mmengine.registry import HOOKS as MMENGINE_HOOKS
-from mmengine.registry import METRICS as MMENGINE_METRICS
-from mmengine.registry import MODELS as MMENGINE_MODELS
-from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS as MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS
-from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
-from mmengine.registry import VISBACKENDS as MMENGINE_VISBACKENDS
-from mmengine.registry import VISUALIZERS as MMENGINE_VISUALIZERS
+import mmengine.registry as _mm
 from mmengine.registry import Registry
 
 SCOPE = "vzoo"
 _LOCATIONS = ["vzoo.tasks"]
 
-MODELS = Registry("model", parent=MMENGINE_MODELS, scope=SCOPE, locations=_LOCATIONS)
-DATASETS = Registry("dataset", parent=MMENGINE_DATASETS, scope=SCOPE, locations=_LOCATIONS)
-DATA_SAMPLERS = Registry("data sampler", parent=MMENGINE_DATA_SAMPLERS, scope=SCOPE, locations=_LOCATIONS)
-TRANSFORMS = Registry("transform", parent=MMENGINE_TRANSFORMS, scope=SCOPE, locations=_LOCATIONS)
-METRICS = Registry("metric", parent=MMENGINE_METRICS, scope=SCOPE, locations=_LOCATIONS)
-EVALUATOR = Registry("evaluator", parent=MMENGINE_EVALUATOR, scope=SCOPE, locations=_LOCATIONS)
-HOOKS = Registry("hook", parent=MMENGINE_HOOKS, scope=SCOPE, locations=_LOCATIONS)
-OPTIM_WRAPPER_CONSTRUCTORS = Registry("optimizer wrapper constructor", parent=MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS,
-                                      scope=SCOPE, locations=_LOCATIONS)
-VISUALIZERS = Registry("visualizer", parent=MMENGINE_VISUALIZERS, scope=SCOPE, locations=_LOCATIONS)
-VISBACKENDS = Registry("vis_backend", parent=MMENGINE_VISBACKENDS, scope=SCOPE, locations=_LOCATIONS)
+# every root registry of mmengine gets a 'vzoo' child, so that building anything under
+# default_scope='vzoo' (optimizers, schedulers, log processors ...) finds mmengine's classes quietly
+_ROOTS = dict(
+    RUNNERS="runner", RUNNER_CONSTRUCTORS="runner constructor", LOOPS="loop", HOOKS="hook", STRATEGIES="strategy",
+    DATASETS="dataset", DATA_SAMPLERS="data sampler", TRANSFORMS="transform", MODELS="model",
+    WEIGHT_INITIALIZERS="weight initializer", MODEL_WRAPPERS="model_wrapper", OPTIMIZERS="optimizer",
+    OPTIM_WRAPPERS="optim_wrapper", OPTIM_WRAPPER_CONSTRUCTORS="optimizer wrapper constructor",
+    PARAM_SCHEDULERS="parameter scheduler", METRICS="metric", EVALUATOR="evaluator", TASK_UTILS="task util",
+    VISUALIZERS="visualizer", VISBACKENDS="vis_backend", LOG_PROCESSORS="log_processor", INFERENCERS="inferencer",
+    FUNCTIONS="function",
+)
+for _name, _label in _ROOTS.items():
+    globals()[_name] = Registry(_label, parent=getattr(_mm, _name), scope=SCOPE, locations=_LOCATIONS)
 
-__all__ = ["SCOPE", "MODELS", "DATASETS", "DATA_SAMPLERS", "TRANSFORMS", "METRICS", "EVALUATOR", "HOOKS",
-           "OPTIM_WRAPPER_CONSTRUCTORS", "VISUALIZERS", "VISBACKENDS"]
+__all__ = ["SCOPE"] + list(_ROOTS)

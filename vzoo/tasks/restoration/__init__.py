@@ -11,3 +11,4 @@ from .dataset import SRFolderDataset  # noqa: F401
 from .metrics import SRMetric, psnr, rgb_to_y, ssim  # noqa: F401
 from .model import SRDataPreprocessor, SRModel, tile_layout, tiled_forward  # noqa: F401
 from .hooks import SRVisualizationHook  # noqa: F401
+from .loops import SRMultiTestLoop  # noqa: F401

@@ -28,6 +28,7 @@ class SRFolderDataset(BaseDataset):
         lr_ext: the LR file's extension; ``None`` keeps the HR one.
         recursive: also take images in sub-folders (e.g. an ImageNet-style HR tree).
         repeat: how many times the list is repeated (one "epoch" of small training sets).
+        dataset_name: names the set in each sample (e.g. ``'Set5'``; saved results go to a sub-folder).
 
     A missing folder, an empty folder or an HR image without its LR file fails at construction
     with a message naming the path.
@@ -37,7 +38,7 @@ class SRFolderDataset(BaseDataset):
 
     def __init__(self, gt_folder: str, scale: int, lr_folder: Optional[str] = None,
                  lr_filename_tmpl: str = "{}", lr_ext: Optional[str] = None, recursive: bool = False,
-                 repeat: int = 1, data_root: str = "", pipeline: Sequence = (), test_mode: bool = False,
+                 repeat: int = 1, dataset_name: Optional[str] = None, data_root: str = "", pipeline: Sequence = (), test_mode: bool = False,
                  **kwargs):
         if not isinstance(scale, int) or scale < 1:
             raise ValueError(f"SRFolderDataset: scale must be an int >= 1, got {scale!r}")
@@ -45,7 +46,7 @@ class SRFolderDataset(BaseDataset):
             raise ValueError(f"SRFolderDataset: repeat must be an int >= 1, got {repeat!r}")
         self.gt_folder, self.lr_folder, self.scale = gt_folder, lr_folder, scale
         self.lr_filename_tmpl, self.lr_ext = lr_filename_tmpl, lr_ext
-        self.recursive, self.repeat = recursive, repeat
+        self.recursive, self.repeat, self.dataset_name = recursive, repeat, dataset_name
         # built here with vzoo's registry, so the dataset also works outside a 'vzoo' default scope
         pipeline = [TRANSFORMS.build(t) if isinstance(t, dict) else t for t in pipeline]
         super().__init__(data_root=data_root, pipeline=pipeline, test_mode=test_mode, **kwargs)
@@ -75,6 +76,8 @@ class SRFolderDataset(BaseDataset):
         for rel in self._list_images(gt_dir):
             stem, ext = os.path.splitext(rel)
             item = dict(gt_path=os.path.join(gt_dir, rel), scale=self.scale, img_id=stem)
+            if self.dataset_name:
+                item["dataset_name"] = self.dataset_name
             if lr_dir is not None:
                 lr_name = self.lr_filename_tmpl.format(stem, scale=self.scale) + (self.lr_ext or ext)
                 lr_path = os.path.join(lr_dir, lr_name)

@@ -47,7 +47,8 @@ class SRVisualizationHook(Hook):
     Same switches as mmdet's / mmseg's visualization hooks, so ``tools/test.py --show-dir D`` works the
     same way for every task: it sets ``draw=True`` and ``test_out_dir=D``.
 
-    For each image ``<id>``: ``<id>.png`` (the SR output) and ``<id>_compare.png`` (MATLAB-bicubic
+    For each image ``<id>`` (under a sub-folder named by the dataset's ``dataset_name`` if set):
+    ``<id>.png`` (the SR output) and ``<id>_compare.png`` (MATLAB-bicubic
     upsampling | SR output | ground truth, side by side). A relative ``test_out_dir`` goes under the
     run's ``work_dir/<timestamp>/``.
     """
@@ -71,12 +72,16 @@ class SRVisualizationHook(Hook):
     def _save(self, runner, batch_idx: int, data_batch: dict, outputs: Sequence) -> None:
         if not self.draw or batch_idx % self.interval:
             return
-        out_dir = self._out_dir(runner)
+        base_dir = self._out_dir(runner)
         inputs = data_batch.get("inputs") if isinstance(data_batch, dict) else None
         for i, sample in enumerate(outputs):
             sr = tensor_to_uint8(sample.pred_img)
             stem = sample.metainfo.get("img_id") or f"{batch_idx:06d}_{i}"
             stem = str(stem).replace(os.sep, "_")
+            out_dir = base_dir
+            if sample.metainfo.get("dataset_name"):
+                out_dir = osp.join(base_dir, str(sample.metainfo["dataset_name"]))
+                os.makedirs(out_dir, exist_ok=True)
             Image.fromarray(sr).save(osp.join(out_dir, f"{stem}.png"))
             if not self.compare:
                 continue

@@ -114,7 +114,8 @@ class SRMetric(BaseMetric):
     """PSNR / SSIM of super-resolved images against the ground truth, averaged over images.
 
     Args:
-        metrics: any of ``'PSNR'``, ``'SSIM'``.
+        measures: any of ``'PSNR'``, ``'SSIM'`` (not called ``metrics``: in an evaluator config that key
+            means a list of metrics to mmengine).
         crop_border: pixels cut from each side before measuring; the published convention is the
             scale. ``None`` takes the scale from each sample's metainfo.
         test_y_channel: measure on BT.601 Y (the published convention) instead of RGB.
@@ -125,27 +126,27 @@ class SRMetric(BaseMetric):
 
     default_prefix = "sr"
 
-    def __init__(self, metrics: Sequence[str] = ("PSNR", "SSIM"), crop_border: Optional[int] = None,
+    def __init__(self, measures: Sequence[str] = ("PSNR", "SSIM"), crop_border: Optional[int] = None,
                  test_y_channel: bool = True, with_bicubic: bool = False, collect_device: str = "cpu",
                  prefix: Optional[str] = None):
         super().__init__(collect_device=collect_device, prefix=prefix)
-        if isinstance(metrics, str):
-            metrics = (metrics,)
-        bad = [m for m in metrics if m not in ("PSNR", "SSIM")]
-        if bad or not metrics:
-            raise ValueError(f"SRMetric: metrics must be a non-empty subset of ('PSNR', 'SSIM'), got {metrics!r}")
+        if isinstance(measures, str):
+            measures = (measures,)
+        bad = [m for m in measures if m not in ("PSNR", "SSIM")]
+        if bad or not measures:
+            raise ValueError(f"SRMetric: measures must be a non-empty subset of ('PSNR', 'SSIM'), got {measures!r}")
         if crop_border is not None and (not isinstance(crop_border, int) or crop_border < 0):
             raise ValueError(f"SRMetric: crop_border must be None or an int >= 0, got {crop_border!r}")
-        self.metrics = tuple(metrics)
+        self.measures = tuple(measures)
         self.crop_border = crop_border
         self.test_y_channel = test_y_channel
         self.with_bicubic = with_bicubic
 
     def _measure(self, out: np.ndarray, gt: np.ndarray, border: int) -> Dict[str, float]:
         res = {}
-        if "PSNR" in self.metrics:
+        if "PSNR" in self.measures:
             res["PSNR"] = psnr(out, gt, border, self.test_y_channel)
-        if "SSIM" in self.metrics:
+        if "SSIM" in self.measures:
             res["SSIM"] = ssim(out, gt, border, self.test_y_channel)
         return res
 

@@ -102,8 +102,11 @@ class SRModel(BaseModel):
         loss_weight: weight of the L1 loss.
         residual: ``'none'`` (the network's output is the SR image, as HAT is published) or
             ``'bicubic'`` (the network predicts the difference to the MATLAB-bicubic upsampled input;
-            faster to learn, for small demos).
-        tile: ``dict(size=..., overlap=...)`` (LR pixels) for tiled inference in ``predict``, or None.
+            faster to learn, for small demos). A network that adds a data mean back at its output
+            (HAT's ``mean`` buffer) has it subtracted then, so that the residual starts near zero.
+        tile: ``dict(size=..., overlap=...)`` (LR pixels) for tiled inference in ``predict``; None or
+            ``size=None`` processes whole images (configs keep ``dict(size=None, overlap=...)`` so that
+            ``--cfg-options model.tile.size=256`` switches tiling on).
         data_preprocessor: defaults to :class:`SRDataPreprocessor`.
     """
 
@@ -118,10 +121,15 @@ class SRModel(BaseModel):
         if residual not in ("none", "bicubic"):
             raise ValueError(f"SRModel: residual must be 'none' or 'bicubic', got {residual!r}")
         if tile is not None:
-            if not isinstance(tile, dict) or set(tile) - {"size", "overlap"} or "size" not in tile:
-                raise ValueError(f"SRModel: tile must be None or dict(size=int, overlap=int), got {tile!r}")
-            if not isinstance(tile["size"], int) or tile["size"] < 1 or not 0 <= tile.get("overlap", 0) < tile["size"]:
-                raise ValueError(f"SRModel: tile needs size >= 1 and 0 <= overlap < size, got {tile!r}")
+            if not isinstance(tile, dict) or set(tile) - {"size", "overlap"}:
+                raise ValueError(f"SRModel: tile must be None or dict(size=int or None, overlap=int), got {tile!r}")
+            size, overlap = tile.get("size"), tile.get("overlap", 0)
+            if size is not None and (not isinstance(size, int) or size < 1 or not isinstance(overlap, int)
+                                     or not 0 <= overlap < size):
+                raise ValueError(f"SRModel: tile needs size >= 1 (or None: no tiling) and 0 <= overlap < size, "
+                                 f"got {tile!r}")
+            if size is None:
+                tile = None
         self.arch, self.residual, self.loss_weight = arch, residual, float(loss_weight)
         self.tile = dict(tile) if tile is not None else None
         self.net = self._build_net(arch, dict(arch_kwargs or {}), pretrained)
@@ -151,6 +159,9 @@ class SRModel(BaseModel):
     def _sr(self, x: torch.Tensor) -> torch.Tensor:
         out = self.net(x)
         if self.residual == "bicubic":
+            mean = getattr(self.net, "mean", None)  # HAT-style nets add the data mean back at the end
+            if isinstance(mean, torch.Tensor):
+                out = out - mean.to(out.dtype)
             out = out + imresize(x, scale=self.scale)
         return out
 

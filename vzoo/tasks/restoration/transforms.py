@@ -111,13 +111,34 @@ class LoadSRPair:
     Args:
         lr_on_the_fly: ``True`` makes LR from HR even where an ``lr_path`` exists; ``None`` (default)
             makes it only where there is no ``lr_path``.
+        min_gt_size: with LR made on the fly, an HR image smaller than this (e.g. the training HR
+            patch, for ImageNet's small photos) is first resized up to it (bilinear, as the official
+            HAT ImageNet pre-training does).
+        cache: keep each loaded (HR, LR) pair in memory (per worker process) for small data sets
+            that are read many times (the demo); the pipeline's random crops still differ.
     """
 
-    def __init__(self, lr_on_the_fly: Optional[bool] = None):
+    def __init__(self, lr_on_the_fly: Optional[bool] = None, min_gt_size: Optional[int] = None, cache: bool = False):
         self.lr_on_the_fly = lr_on_the_fly
+        self.min_gt_size = min_gt_size
+        self.cache = cache
+        self._cache: Dict[tuple, tuple] = {}
 
     def __call__(self, results: dict) -> dict:
         scale = int(results["scale"])
+        key = (results["gt_path"], results.get("lr_path"), scale)
+        if self.cache and key in self._cache:
+            hr, lr = self._cache[key]
+        else:
+            hr, lr = self._load(results, scale)
+            if self.cache:
+                self._cache[key] = (hr, lr)
+        results["gt"], results["lr"] = hr, lr
+        results["ori_gt_shape"] = hr.shape[:2]
+        results["ori_lr_shape"] = lr.shape[:2]
+        return results
+
+    def _load(self, results: dict, scale: int):
         hr = read_rgb(results["gt_path"])
         hr = mod_crop(hr, scale)
         lr_path = results.get("lr_path")
@@ -127,14 +148,17 @@ class LoadSRPair:
                 raise ValueError(f"LoadSRPair: LR {lr_path} is {lr.shape[1]}x{lr.shape[0]} but HR "
                                  f"{results['gt_path']} mod-cropped is {hr.shape[1]}x{hr.shape[0]} (scale {scale})")
         else:
+            if self.min_gt_size and min(hr.shape[:2]) < self.min_gt_size:
+                import cv2
+                h, w = (max(n, self.min_gt_size) for n in hr.shape[:2])
+                hr = mod_crop(cv2.resize(hr, (w + (-w) % scale, h + (-h) % scale), interpolation=cv2.INTER_LINEAR),
+                              scale)
             lr = bicubic_downsample(hr, scale)
-        results["gt"], results["lr"] = hr, lr
-        results["ori_gt_shape"] = hr.shape[:2]
-        results["ori_lr_shape"] = lr.shape[:2]
-        return results
+        return hr, lr
 
     def __repr__(self):
-        return f"{self.__class__.__name__}(lr_on_the_fly={self.lr_on_the_fly})"
+        return (f"{self.__class__.__name__}(lr_on_the_fly={self.lr_on_the_fly}, min_gt_size={self.min_gt_size}, "
+                f"cache={self.cache})")
 
 
 @TRANSFORMS.register_module()
@@ -174,7 +198,7 @@ def _to_chw_tensor(img: np.ndarray) -> torch.Tensor:
 class PackSRInputs:
     """``inputs``: LR as a CHW uint8 tensor; ``data_samples``: ``BaseDataElement(gt_img=HR CHW uint8)`` + metainfo."""
 
-    META_KEYS = ("gt_path", "lr_path", "scale", "ori_gt_shape", "ori_lr_shape", "img_id")
+    META_KEYS = ("gt_path", "lr_path", "scale", "ori_gt_shape", "ori_lr_shape", "img_id", "dataset_name")
 
     def __call__(self, results: dict) -> dict:
         sample = BaseDataElement(metainfo={k: results[k] for k in self.META_KEYS if k in results})

@@ -1,0 +1,25 @@
+# HAT-L x2, stage 1: pre-training on ImageNet (options/train/train_HAT-L_SRx2_ImageNet_from_scratch.yml).
+# HR images: an ImageNet-style tree under data/imagenet/train (searched recursively); each LR image
+# is made on the fly by MATLAB-bicubic downsampling of the whole (mod-cropped) HR image, as the
+# official ImageNetPairedDataset does; photos smaller than the HR patch are first resized up to it.
+# Stage 2 is hat_l_x2_div2k.py.
+_base_ = [
+    './_base_/default_runtime.py',
+    './_base_/datasets/div2k_x2.py',
+    './_base_/schedules/hat_l_imagenet_800k.py',
+]
+train_dataloader = dict(
+    dataset=dict(
+        _delete_=True,
+        type='SRFolderDataset', data_root='data/imagenet', gt_folder='train', recursive=True, scale=2,
+        pipeline=[
+            dict(type='LoadSRPair', min_gt_size=128),
+            dict(type='PairedAlbu', transforms=[
+                dict(type='PairedRandomCrop', lr_size=64),
+                dict(type='HorizontalFlip', p=0.5),
+                dict(type='RandomRotate90', p=1.0),
+            ]),
+            dict(type='PackSRInputs'),
+        ]))
+model = dict(type='SRModel', arch='hat_l_x2', tile=dict(size=None, overlap=32))
+default_hooks = dict(checkpoint=dict(interval=10000))
