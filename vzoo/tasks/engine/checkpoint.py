@@ -1,0 +1,163 @@
+"""Reading and writing the runner's own checkpoints: atomic writes, a trusted-class allowlist for
+resuming under ``torch.load(weights_only=True)``, and a strict model-key check.
+
+Why an allowlist at all: since torch 2.6 ``torch.load`` defaults to ``weights_only=True``, which only
+builds tensors, containers and primitive types. mmengine 0.10.7's training checkpoints also pickle
+(in ``message_hub`` and ``meta``) mmengine's ``HistoryBuffer`` objects -- whose pickled state holds
+bound methods, i.e. a ``getattr`` reduce -- plus numpy arrays, dtypes and scalars. Loading them used
+to need ``weights_only=False``: full pickle, arbitrary code execution from the file. vzoo instead
+
+* stores each ``HistoryBuffer`` as plain data (its logged values, counts and max length; see
+  :func:`history_buffers_to_plain` / :func:`history_buffers_from_plain`), so ``getattr`` never has
+  to be allowed, and
+* loads with ``weights_only=True`` inside ``torch.serialization.safe_globals(...)`` naming exactly
+  numpy's array / dtype / scalar reconstructors (:func:`runner_checkpoint_globals`). None of them
+  runs code from the file: numpy rebuilds arrays, dtypes and scalars from raw bytes and a dtype
+  description.
+
+The allowlist is scoped (a context manager, not ``add_safe_globals``) and used only for the training
+runner's checkpoints (``--resume``, ``load_from`` and ``tools/test.py --checkpoint``); pretrained /
+third-party weights keep going through :func:`vzoo.models._builder.load_checkpoint_file` (plain
+``weights_only=True`` or safetensors).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+
+__all__ = ["history_buffers_to_plain", "history_buffers_from_plain", "runner_checkpoint_globals", "trusted_runner_globals", "load_runner_checkpoint", "atomic_torch_save",
+           "atomic_write_text", "find_resume_checkpoint", "check_state_dict_matches", "CheckpointMismatchError"]
+
+
+class CheckpointMismatchError(RuntimeError):
+    """A checkpoint whose weights do not belong to the model that the config builds."""
+
+
+_HB_TAG = "__vzoo_history_buffer__"
+
+
+def history_buffers_to_plain(message_hub_state: dict) -> dict:
+    """Replace every ``HistoryBuffer`` in a message hub state dict by plain data (in place)."""
+    from mmengine.logging import HistoryBuffer
+    scalars = message_hub_state.get("log_scalars") or {}
+    for k, v in list(scalars.items()):
+        if isinstance(v, HistoryBuffer):
+            log, count = v.data
+            scalars[k] = {_HB_TAG: True, "log": torch.as_tensor(np.asarray(log, dtype=np.float64)),
+                          "count": torch.as_tensor(np.asarray(count, dtype=np.float64)), "max_length": v.max_length}
+    return message_hub_state
+
+
+def history_buffers_from_plain(message_hub_state: dict) -> dict:
+    """Inverse of :func:`history_buffers_to_plain` (in place)."""
+    from mmengine.logging import HistoryBuffer
+    scalars = message_hub_state.get("log_scalars") or {}
+    for k, v in list(scalars.items()):
+        if isinstance(v, dict) and v.get(_HB_TAG):
+            scalars[k] = HistoryBuffer(v["log"].tolist(), v["count"].tolist(), int(v["max_length"]))
+    return message_hub_state
+
+
+def runner_checkpoint_globals() -> List[object]:
+    """The classes/functions (beyond torch's defaults) that mmengine's training checkpoints need."""
+    out: List[object] = [np.ndarray, np.dtype]
+    core = getattr(np, "_core", None) or np.core  # numpy 2 moved numpy.core to numpy._core
+    out += [core.multiarray._reconstruct, core.multiarray.scalar]
+    # numpy>=1.25 pickles a dtype as an instance of its DType class (numpy.dtypes.Float64DType ...)
+    dtypes_mod = getattr(np, "dtypes", None)
+    if dtypes_mod is not None:
+        out += [getattr(dtypes_mod, n) for n in dir(dtypes_mod) if n.endswith("DType")]
+    return out
+
+
+@contextlib.contextmanager
+def trusted_runner_globals():
+    """``torch.load(weights_only=True)`` may build the classes of :func:`runner_checkpoint_globals`."""
+    with torch.serialization.safe_globals(runner_checkpoint_globals()):
+        yield
+
+
+def load_runner_checkpoint(path: str, map_location="cpu") -> dict:
+    """Load a checkpoint written by the training runner (weights_only + the trusted allowlist)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint not found: {path!r}")
+    with trusted_runner_globals():
+        return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def atomic_torch_save(obj, path: str) -> None:
+    """``torch.save`` to a temporary file in the same folder, fsync, then ``os.replace`` onto ``path``:
+    a crash leaves either the old file or the new one, never a truncated one."""
+    _atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    _atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def _atomic_write(path: str, write) -> None:
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+_STEP = re.compile(r"(?:epoch|iter)_(\d+)\.pth$")
+
+
+def find_resume_checkpoint(work_dir: str) -> Optional[str]:
+    """The checkpoint to resume from: the one ``last_checkpoint`` names if it exists, else the
+    ``epoch_N.pth`` / ``iter_N.pth`` with the largest N in ``work_dir`` (None if there is none)."""
+    last = Path(work_dir) / "last_checkpoint"
+    if last.is_file():
+        name = last.read_text().strip()
+        if name and os.path.isfile(name):
+            return name
+    found = [(int(m.group(1)), p) for p in Path(work_dir).glob("*.pth") if (m := _STEP.search(p.name))]
+    return str(max(found)[1]) if found else None
+
+
+def _short(keys, n=8) -> str:
+    keys = sorted(keys)
+    more = f" ... (+{len(keys) - n} more)" if len(keys) > n else ""
+    return ", ".join(keys[:n]) + more
+
+
+def check_state_dict_matches(model: torch.nn.Module, state_dict: Dict[str, torch.Tensor], source: str) -> None:
+    """Raise :class:`CheckpointMismatchError` naming the keys/shapes when ``state_dict`` is not a
+    checkpoint of ``model`` (missing or unexpected keys, or a shape that differs)."""
+    own = model.state_dict()
+    sd = {re.sub(r"^module\.", "", k): v for k, v in state_dict.items()}
+    missing = set(own) - set(sd)
+    unexpected = set(sd) - set(own)
+    shapes = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in sorted(set(own) & set(sd))
+              if hasattr(sd[k], "shape") and tuple(sd[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing key(s): {_short(missing)}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected key(s): {_short(unexpected)}")
+        if shapes:
+            parts.append(f"{len(shapes)} shape mismatch(es): " + "; ".join(shapes[:5]))
+        raise CheckpointMismatchError(
+            f"checkpoint {source!r} does not belong to the model this config builds "
+            f"({type(model).__name__}): " + "; ".join(parts))

@@ -1,0 +1,123 @@
+"""Hooks every vzoo training run gets (``tools/train.py`` registers them; no config needs to).
+
+``CurvePlotHook`` records the training losses (mean over every ``interval`` iterations) and the
+validation metrics, keeps them in the checkpoints (so a resumed run draws the whole curve), and at
+the end of training writes ``curves.png`` (losses, learning rate, metrics) into the work dir.
+"""
+from __future__ import annotations
+
+import math
+import os.path as osp
+from collections import defaultdict
+from typing import Dict, List, Optional
+
+import torch
+from mmengine.dist import is_main_process
+from mmengine.hooks import Hook
+
+from ..registry import HOOKS
+
+__all__ = ["CurvePlotHook"]
+
+
+def _scalar(v) -> Optional[float]:
+    if isinstance(v, torch.Tensor):
+        if v.numel() != 1:
+            return None
+        v = v.item()
+    if isinstance(v, (int, float)) and math.isfinite(float(v)):
+        return float(v)
+    return None
+
+
+@HOOKS.register_module()
+class CurvePlotHook(Hook):
+    """Write ``<work_dir>/<filename>`` with the loss, learning-rate and metric curves at the end of training.
+
+    Args:
+        interval: losses are averaged over this many iterations per point.
+        filename: the PNG's name inside the work dir.
+    """
+
+    priority = "LOW"
+
+    def __init__(self, interval: int = 10, filename: str = "curves.png"):
+        if not isinstance(interval, int) or interval < 1:
+            raise ValueError(f"CurvePlotHook: interval must be an int >= 1, got {interval!r}")
+        self.interval, self.filename = interval, filename
+        self.history: Dict[str, List[List[float]]] = defaultdict(list)  # key -> [[iter, value], ...]
+        self._acc: Dict[str, List[float]] = defaultdict(list)
+        self.path: Optional[str] = None
+
+    # -- recording ------------------------------------------------------------------------------
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        for k, v in (outputs or {}).items():
+            s = _scalar(v)
+            if s is not None and "loss" in k:
+                self._acc[k].append(s)
+        step = runner.iter + 1
+        if step % self.interval == 0:
+            self._flush(runner, step)
+
+    def _flush(self, runner, step: int) -> None:
+        for k, vals in self._acc.items():
+            if vals:
+                self.history[k].append([step, sum(vals) / len(vals)])
+        self._acc.clear()
+        try:
+            lr = runner.optim_wrapper.get_lr()
+            first = next(iter(lr.values()))
+            self.history["lr"].append([step, float(first[0])])
+        except Exception:  # an optimizer wrapper without get_lr: no lr curve
+            pass
+
+    def after_val_epoch(self, runner, metrics=None) -> None:
+        for k, v in (metrics or {}).items():
+            s = _scalar(v)
+            if s is not None:
+                self.history["val/" + k].append([runner.iter, s])
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        checkpoint.setdefault("meta", {})["vzoo_curves"] = {k: list(v) for k, v in self.history.items()}
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        if getattr(runner, "_resume", False):
+            curves = (checkpoint.get("meta") or {}).get("vzoo_curves") or {}
+            self.history = defaultdict(list, {k: [list(p) for p in v] for k, v in curves.items()})
+
+    # -- drawing --------------------------------------------------------------------------------
+    def after_train(self, runner) -> None:
+        self._flush(runner, runner.iter)
+        if not is_main_process() or not self.history:
+            return
+        self.path = osp.join(runner.work_dir, self.filename)
+        plot_curves(self.history, self.path, title=osp.basename(runner.work_dir))
+        runner.logger.info(f"loss/metric curves written to {self.path}")
+
+
+def plot_curves(history: Dict[str, List[List[float]]], path: str, title: str = "") -> None:
+    """One panel for the losses, one for the learning rate, one for the validation metrics."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = [("loss", [k for k in history if "loss" in k and not k.startswith("val/")]),
+              ("learning rate", [k for k in history if k == "lr"]),
+              ("validation", [k for k in history if k.startswith("val/")])]
+    groups = [(t, ks) for t, ks in groups if ks]
+    fig, axes = plt.subplots(1, len(groups), figsize=(5 * len(groups), 3.6), squeeze=False)
+    for ax, (name, keys) in zip(axes[0], groups):
+        for k in sorted(keys):
+            pts = history[k]
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o" if len(pts) < 30 else None,
+                    markersize=3, label=k)
+        ax.set_title(name)
+        ax.set_xlabel("iteration")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
