@@ -264,20 +264,11 @@ def _na_core(q, k, v, kernel, stride, causal, scale, rpb, tile):
     shape = tuple(q.shape[1:1 + n])
     tiles = _tiles_for(shape, kernel, stride, tile)
     plan = _nd_plan(shape, kernel, stride, causal, tiles, rpb is not None, str(q.device))
+    if rpb is None or not (rpb.requires_grad and torch.is_grad_enabled()):
+        return _na_core_sdpa(q, k, v, plan, shape, scale, rpb)
     qt = _tile_queries(q, plan)  # (B, h, T, tq, C)
     kt = _tile_regions(k, plan)  # (B, h, T, tk, C)
     vt = _tile_regions(v, plan)
-    b, h, T, tq, c = qt.shape
-    if rpb is None or not (rpb.requires_grad and torch.is_grad_enabled()):
-        # constant mask / bias: torch's fused SDPA per tile (no score matrix kept for the backward)
-        if rpb is None:
-            mask = None if plan["mask"] is None else plan["mask"].view(1, T, tq, -1)
-            q4, k4, v4 = (x.view(b * h, T, x.shape[-2], x.shape[-1]) for x in (qt, kt, vt))
-        else:
-            mask = _bias_table(rpb, q.dtype)[:, _masked_rpb_idx(plan)].view(1, h * T, tq, -1)
-            q4, k4, v4 = (x.view(b, h * T, x.shape[-2], x.shape[-1]) for x in (qt, kt, vt))
-        o = F.scaled_dot_product_attention(q4, k4, v4, attn_mask=mask, scale=scale)
-        return _untile(o.view(b, h, T, tq, -1), plan, shape)
     # learnable bias: explicit scores (autograd reaches rpb through the gather)
     s = torch.matmul(qt * scale, kt.transpose(-1, -2))  # (B, h, T, tq, tk)
     if s.dtype in (torch.float16, torch.bfloat16):
@@ -286,6 +277,44 @@ def _na_core(q, k, v, kernel, stride, causal, scale, rpb, tile):
     p = torch.softmax(s, dim=-1).to(v.dtype)
     o = torch.matmul(p, vt)  # (B, h, T, tq, Cv)
     return _untile(o, plan, shape)
+
+
+def _token_major(x):
+    """(B, *S, h, C) -> (N, B*h, C): each token's rows for all batches and heads contiguous."""
+    b, h, c = x.shape[0], x.shape[-2], x.shape[-1]
+    return x.reshape(b, -1, h * c).transpose(0, 1).reshape(-1, b * h, c)
+
+
+def _na_core_sdpa(q, k, v, plan, shape, scale, rpb):
+    """Constant mask / bias: torch's fused SDPA over all tiles at once (batch = tiles, heads = B x heads).
+
+    Keeps no score matrix for the backward. Token-major gathers copy whole (B*h, C) rows, and the
+    neighbourhood mask (tiles, 1, tq, tk) broadcasts over batch and heads.
+    """
+    b, h, cv = q.shape[0], q.shape[-2], v.shape[-1]
+    T, tq = plan["n_tiles"], plan["tq"]
+
+    def gather(x, idx):
+        return _token_major(x).index_select(0, idx).view(T, -1, b * h, x.shape[-1]).transpose(1, 2)
+    qt, kt, vt = gather(q, plan["qflat"]), gather(k, plan["rflat"]), gather(v, plan["rflat"])
+    if rpb is None:
+        mask = None if plan["mask"] is None else _float_mask(plan, q.dtype).unsqueeze(1)
+        o = F.scaled_dot_product_attention(qt, kt, vt, attn_mask=mask, scale=scale)  # (T, B*h, tq, Cv)
+    else:  # per-head bias (tiles, h, tq, tk): one call per batch element
+        bias = _bias_table(rpb, q.dtype)[:, _masked_rpb_idx(plan)].transpose(0, 1)
+        o = torch.cat([F.scaled_dot_product_attention(qt[:, i * h:(i + 1) * h], kt[:, i * h:(i + 1) * h],
+                                                      vt[:, i * h:(i + 1) * h], attn_mask=bias, scale=scale)
+                       for i in range(b)], 1)
+    o = o.transpose(1, 2).reshape(T * tq, b * h, cv).index_select(0, plan["inv"])  # (N, B*h, Cv)
+    return o.view(-1, b, h * cv).transpose(0, 1).reshape(b, *shape, h, cv)
+
+
+def _float_mask(plan, dtype):
+    key = ("float_mask", dtype)
+    if key not in plan:
+        m = plan["mask"]
+        plan[key] = torch.zeros(m.shape, dtype=dtype, device=m.device).masked_fill_(~m, float("-inf"))
+    return plan[key]
 
 
 def _bias_table(rpb, dtype):
