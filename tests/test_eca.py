@@ -13,7 +13,6 @@ import math
 import pytest
 import timm
 import torch
-import torch.nn.functional as F
 
 import vzoo  # noqa: F401
 from vzoo.layers import ECA, EcaByChannels, EcaModule, eca_kernel_size
@@ -82,7 +81,8 @@ def test_parameter_overhead_over_plain_nets():
     # the paper's "80 parameters" on ResNet-50: 3*3 + 4*5 + 6*5 + 3*7 with the released 3,5,5,7
     assert eca50 - plain50 == 80
     assert [m.layer1[0].se.conv.weight.shape[-1], m.layer2[0].se.conv.weight.shape[-1],
-            m.layer3[0].se.conv.weight.shape[-1], m.layer4[0].se.conv.weight.shape[-1]] == list(RELEASED_K_SIZE["eca_resnet50"])
+            m.layer3[0].se.conv.weight.shape[-1], m.layer4[0].se.conv.weight.shape[-1]] == \
+        list(RELEASED_K_SIZE["eca_resnet50"])
     # the adaptive rule instead gives 5, 5, 5, 7
     assert _params("eca_resnet50", k_size="adaptive")[0] - plain50 == 3 * 5 + 4 * 5 + 6 * 5 + 3 * 7
     # ECA-MobileNetV2: 10 blocks below 96 channels with k=1, 7 blocks with k=3

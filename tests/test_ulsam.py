@@ -153,7 +153,8 @@ def test_networks_load_reference_layout_ulsam(tmp_path):
         torch.testing.assert_close(loaded.blocks[3][5].state_dict()[k], v, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("name,kw", [("ulsam_mobilenetv1_g16", {}), ("ulsam_mobilenetv2_g2", dict(ulsam_mode="insert"))])
+@pytest.mark.parametrize("name,kw", [("ulsam_mobilenetv1_g16", {}),
+                                     ("ulsam_mobilenetv2_g2", dict(ulsam_mode="insert"))])
 def test_model_contract_other_variants(name, kw, tmp_path):
     """The auto-run contract covers the smallest ULSAM net; the V1 arch and insert mode here."""
     torch.manual_seed(0)

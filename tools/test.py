@@ -83,9 +83,16 @@ def main(argv=None):
         if is_main_process():
             os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
             with open(args.out, "w") as f:
-                json.dump({k: (float(v) if isinstance(v, (int, float)) else v) for k, v in metrics.items()}, f,
+                json.dump({k: _plain(v) for k, v in metrics.items()}, f,
                           indent=2)
     return metrics
+
+
+def _plain(v):
+    """A metric value as JSON: numpy / torch scalars (mmseg gives np.float32) become floats."""
+    if hasattr(v, "item") and getattr(v, "ndim", 0) == 0:
+        v = v.item()
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
 
 
 if __name__ == "__main__":

@@ -59,8 +59,17 @@ def setup_cfg(args, mode: str):
     elif cfg.get("work_dir") is None:
         cfg.work_dir = osp.join("work_dirs", osp.splitext(osp.basename(args.config))[0])
     if cfg.launcher != "none" and not torch.cuda.is_available():
-        # NCCL needs GPUs: DDP on CPUs runs over gloo (the same config otherwise)
+        # NCCL needs GPUs: DDP on CPUs runs over gloo (the same config otherwise). mmengine's
+        # init_dist calls torch.cuda.set_device whatever the backend, so the gloo group is made
+        # here from torchrun's environment; the Runner then finds it initialised and keeps it.
         cfg.setdefault("env_cfg", {}).setdefault("dist_cfg", {})["backend"] = "gloo"
+        import torch.distributed as dist
+        if cfg.launcher == "pytorch" and dist.is_available() and not dist.is_initialized():
+            dist.init_process_group(backend="gloo", init_method="env://")
+        # mmengine's default wrapper passes device_ids=[LOCAL_RANK], which DDP refuses for CPU modules
+        if cfg.get("model_wrapper_cfg") is None:
+            cfg.model_wrapper_cfg = dict(type="MMDistributedDataParallel", device_ids=None, broadcast_buffers=False,
+                                         find_unused_parameters=cfg.get("find_unused_parameters", False))
     check_dataset_paths(cfg, ("train", "val") if mode == "train" else ("test",))
     return cfg
 

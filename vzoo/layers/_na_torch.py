@@ -156,11 +156,16 @@ def _kernel_gather_idx(shape, kernel, tile, device: str):
 # ---------------------------------------------------------------------------------------------------
 # tiling helpers on (B, *S, heads, C) tensors
 # ---------------------------------------------------------------------------------------------------
-def _gather(x, idx, n_tiles):
-    """(B, *S, h, C) -> (B, h, n_tiles, T, C): the tokens ``idx`` (flat, tile-major) in one gather."""
+def _token_major(x):
+    """(B, *S, h, C) -> (N, B*h, C): each token's rows for all batches and heads contiguous."""
     b, h, c = x.shape[0], x.shape[-2], x.shape[-1]
-    x = x.reshape(b, -1, h, c).transpose(1, 2)
-    return x.index_select(2, idx).view(b, h, n_tiles, -1, c)
+    return x.reshape(b, -1, h * c).transpose(0, 1).reshape(-1, b * h, c)
+
+
+def _gather(x, idx, n_tiles):
+    """(B, *S, h, C) -> (tiles, B*h, T, C): tokens ``idx`` (flat, tile-major), whole (B*h, C) rows."""
+    return _token_major(x).index_select(0, idx).view(n_tiles, -1, x.shape[0] * x.shape[-2], x.shape[-1]) \
+        .transpose(1, 2)
 
 
 def _tile_queries(x, plan):
@@ -171,11 +176,11 @@ def _tile_regions(x, plan):
     return _gather(x, plan["rflat"], plan["n_tiles"])
 
 
-def _untile(o, plan, shape):
-    """(B, h, n_tiles, tq, C) -> (B, *shape, h, C)."""
-    b, h, c = o.shape[0], o.shape[1], o.shape[-1]
-    o = o.reshape(b, h, -1, c).transpose(1, 2).index_select(1, plan["inv"])
-    return o.view(b, *shape, h, c)
+def _untile(o, plan, shape, b):
+    """(tiles, B*h, tq, C) -> (B, *shape, h, C)."""
+    T, bh, tq, c = o.shape
+    o = o.transpose(1, 2).reshape(T * tq, bh, c).index_select(0, plan["inv"])  # (N, B*h, C)
+    return o.view(-1, b, bh // b * c).transpose(0, 1).reshape(b, *shape, bh // b, c)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -266,23 +271,19 @@ def _na_core(q, k, v, kernel, stride, causal, scale, rpb, tile):
     plan = _nd_plan(shape, kernel, stride, causal, tiles, rpb is not None, str(q.device))
     if rpb is None or not (rpb.requires_grad and torch.is_grad_enabled()):
         return _na_core_sdpa(q, k, v, plan, shape, scale, rpb)
-    qt = _tile_queries(q, plan)  # (B, h, T, tq, C)
-    kt = _tile_regions(k, plan)  # (B, h, T, tk, C)
+    b, h = q.shape[0], q.shape[-2]
+    qt = _tile_queries(q, plan)  # (T, B*h, tq, C)
+    kt = _tile_regions(k, plan)  # (T, B*h, tk, C)
     vt = _tile_regions(v, plan)
     # learnable bias: explicit scores (autograd reaches rpb through the gather)
-    s = torch.matmul(qt * scale, kt.transpose(-1, -2))  # (B, h, T, tq, tk)
+    s = torch.matmul(qt * scale, kt.transpose(-1, -2))  # (T, B*h, tq, tk)
     if s.dtype in (torch.float16, torch.bfloat16):
         s = s.float()
-    s = s + _bias_table(rpb, s.dtype)[:, _masked_rpb_idx(plan)]  # masked pairs hit the -inf slot
+    T, _, tq, tk = s.shape
+    bias = _bias_table(rpb, s.dtype)[:, _masked_rpb_idx(plan)].transpose(0, 1)  # (T, h, tq, tk); -inf masked
+    s = (s.view(T, b, h, tq, tk) + bias.unsqueeze(1)).view(T, b * h, tq, tk)
     p = torch.softmax(s, dim=-1).to(v.dtype)
-    o = torch.matmul(p, vt)  # (B, h, T, tq, Cv)
-    return _untile(o, plan, shape)
-
-
-def _token_major(x):
-    """(B, *S, h, C) -> (N, B*h, C): each token's rows for all batches and heads contiguous."""
-    b, h, c = x.shape[0], x.shape[-2], x.shape[-1]
-    return x.reshape(b, -1, h * c).transpose(0, 1).reshape(-1, b * h, c)
+    return _untile(torch.matmul(p, vt), plan, shape, b)
 
 
 def _na_core_sdpa(q, k, v, plan, shape, scale, rpb):
@@ -291,12 +292,8 @@ def _na_core_sdpa(q, k, v, plan, shape, scale, rpb):
     Keeps no score matrix for the backward. Token-major gathers copy whole (B*h, C) rows, and the
     neighbourhood mask (tiles, 1, tq, tk) broadcasts over batch and heads.
     """
-    b, h, cv = q.shape[0], q.shape[-2], v.shape[-1]
-    T, tq = plan["n_tiles"], plan["tq"]
-
-    def gather(x, idx):
-        return _token_major(x).index_select(0, idx).view(T, -1, b * h, x.shape[-1]).transpose(1, 2)
-    qt, kt, vt = gather(q, plan["qflat"]), gather(k, plan["rflat"]), gather(v, plan["rflat"])
+    b, h = q.shape[0], q.shape[-2]
+    qt, kt, vt = _tile_queries(q, plan), _tile_regions(k, plan), _tile_regions(v, plan)
     if rpb is None:
         mask = None if plan["mask"] is None else _float_mask(plan, q.dtype).unsqueeze(1)
         o = F.scaled_dot_product_attention(qt, kt, vt, attn_mask=mask, scale=scale)  # (T, B*h, tq, Cv)
@@ -305,8 +302,7 @@ def _na_core_sdpa(q, k, v, plan, shape, scale, rpb):
         o = torch.cat([F.scaled_dot_product_attention(qt[:, i * h:(i + 1) * h], kt[:, i * h:(i + 1) * h],
                                                       vt[:, i * h:(i + 1) * h], attn_mask=bias, scale=scale)
                        for i in range(b)], 1)
-    o = o.transpose(1, 2).reshape(T * tq, b * h, cv).index_select(0, plan["inv"])  # (N, B*h, Cv)
-    return o.view(-1, b, h * cv).transpose(0, 1).reshape(b, *shape, h, cv)
+    return _untile(o, plan, shape, b)
 
 
 def _float_mask(plan, dtype):
@@ -345,12 +341,15 @@ def _qk_core(q, k, kernel, rpb, tile):
     ones = (1,) * n
     tiles = _tiles_for(shape, kernel, ones, tile)
     plan = _nd_plan(shape, kernel, ones, (False,) * n, tiles, rpb is not None, str(q.device))
-    s = torch.matmul(_tile_queries(q, plan), _tile_regions(k, plan).transpose(-1, -2))
-    if rpb is not None:
-        s = s + rpb.reshape(rpb.shape[0], -1)[:, plan["rpb_idx"]].to(s.dtype)
-    idx = _kernel_gather_idx(shape, kernel, tiles, str(q.device))
-    a = s.gather(-1, idx.expand(s.shape[0], s.shape[1], *idx.shape))  # (B, h, T, tq, K)
-    return _untile(a, plan, shape)
+    b, h = q.shape[0], q.shape[-2]
+    s = torch.matmul(_tile_queries(q, plan), _tile_regions(k, plan).transpose(-1, -2))  # (T, B*h, tq, tk)
+    idx = _kernel_gather_idx(shape, kernel, tiles, str(q.device))  # (T, tq, K)
+    a = s.gather(-1, idx.unsqueeze(1).expand(-1, s.shape[1], -1, -1))  # (T, B*h, tq, K)
+    if rpb is not None:  # bias of each (query, neighbour j): rpb index at the same gathered slot
+        bidx = plan["rpb_idx"].gather(-1, idx)  # (T, tq, K)
+        bias = rpb.reshape(h, -1)[:, bidx].transpose(0, 1).to(a.dtype)  # (T, h, tq, K)
+        a = (a.view(a.shape[0], b, h, *a.shape[2:]) + bias.unsqueeze(1)).view(a.shape)
+    return _untile(a, plan, shape, b)
 
 
 def _av_core(a, v, kernel, tile):
@@ -359,12 +358,12 @@ def _av_core(a, v, kernel, tile):
     ones = (1,) * n
     tiles = _tiles_for(shape, kernel, ones, tile)
     plan = _nd_plan(shape, kernel, ones, (False,) * n, tiles, False, str(v.device))
-    at = _tile_queries(a, plan)  # (B, h, T, tq, K)
+    at = _tile_queries(a, plan)  # (T, B*h, tq, K)
     idx = _kernel_gather_idx(shape, kernel, tiles, str(v.device))
     dense = at.new_zeros(at.shape[:-1] + (plan["tk"],))
-    dense = dense.scatter(-1, idx.expand(at.shape[0], at.shape[1], *idx.shape), at)
+    dense = dense.scatter(-1, idx.unsqueeze(1).expand(-1, at.shape[1], -1, -1), at)
     o = torch.matmul(dense, _tile_regions(v, plan))
-    return _untile(o, plan, shape)
+    return _untile(o, plan, shape, v.shape[0])
 
 
 def na_qk(q, k, kernel, dilation, rpb=None, tile=None):

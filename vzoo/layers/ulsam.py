@@ -51,7 +51,8 @@ def ulsam_state_dict_from_official(state_dict: Dict[str, torch.Tensor], prefix: 
     for k, parts in groups.items():
         idx = sorted(parts)
         if idx != list(range(len(idx))):
-            raise ValueError(f"ulsam_state_dict_from_official: subspaces of {k!r} are {idx}; expected 0..{len(idx) - 1}")
+            raise ValueError(f"ulsam_state_dict_from_official: subspaces of {k!r} are {idx}; "
+                             f"expected 0..{len(idx) - 1}")
         tensors = [parts[i] for i in idx]
         if k.endswith("num_batches_tracked"):
             out[k] = torch.stack(tensors).max()

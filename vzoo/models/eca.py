@@ -153,7 +153,8 @@ def _filter_mobilenetv2(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.
         m = re.match(r"^features\.(\d+)\.(\d+)\.(.*)$", k)  # stem / head: features.{i}.{0: conv, 1: bn}.*
         if m and int(m.group(1)) in (0, head):
             i, j, tail = int(m.group(1)), m.group(2), m.group(3)
-            k = {(0, "0"): "conv_stem", (0, "1"): "bn1", (head, "0"): "conv_head", (head, "1"): "bn2"}[(i, j)] + "." + tail
+            names = {(0, "0"): "conv_stem", (0, "1"): "bn1", (head, "0"): "conv_head", (head, "1"): "bn2"}
+            k = f"{names[(i, j)]}.{tail}"
         m = re.match(r"^features\.(\d+)\.conv\.(.*)$", k)
         if m and int(m.group(1)) in blocks:
             i, rest = int(m.group(1)), m.group(2)

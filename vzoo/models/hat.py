@@ -216,11 +216,12 @@ class WindowAttention(nn.Module):
         w, heads = self.window_size, self.num_heads
         drop = self.attn_drop if self.training else 0.0
         qkv = self.qkv(x)
-        if group_masks is None and _use_na2d(self.backend, x, w):
-            return self.proj_drop(self.proj(self._na2d(qkv, drop)))
+        if group_masks is None and drop == 0.0 and _use_na2d(self.backend, x, w):  # na2d has no attention dropout
+            return self.proj_drop(self.proj(self._na2d(qkv)))
         n, d, nh, nw = w * w, C // heads, H // w, W // w
         q, k, v = (_windows(t, w, heads) for t in qkv.chunk(3, dim=-1))  # (B·nW, heads, n, d)
-        bias = self.bias(rpi).to(q.dtype)  # (heads, n, n)
+        # a 4-D float mask: SDPA's fused CPU kernel takes it; a 3-D one falls back to the slower math path
+        bias = self.bias(rpi).to(q.dtype).unsqueeze(0)  # (1, heads, n, n)
         if group_masks is None:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=drop)
         else:
@@ -239,7 +240,7 @@ class WindowAttention(nn.Module):
             out = out.view(-1, heads, n, d)
         return self.proj_drop(self.proj(_unwindows(out, w, B, H, W)))
 
-    def _na2d(self, qkv: torch.Tensor, drop: float) -> torch.Tensor:
+    def _na2d(self, qkv: torch.Tensor) -> torch.Tensor:
         from vzoo.layers import na2d  # the shared neighbourhood/window attention front
         B, H, W, C3 = qkv.shape
         heads, w = self.num_heads, self.window_size
@@ -310,7 +311,7 @@ class OCAB(nn.Module):
         kv = kv.unfold(1, ow, w).unfold(2, ow, w)  # (B, nh, nw, 2C, ow, ow)
         kv = kv.permute(0, 1, 2, 4, 5, 3).reshape(-1, ow * ow, 2, heads, d).permute(2, 0, 3, 1, 4)
         bias = self.relative_position_bias_table[rpi.reshape(-1)].view(w * w, ow * ow, heads).permute(2, 0, 1)
-        out = F.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask=bias.to(q.dtype))
+        out = F.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask=bias.to(q.dtype).unsqueeze(0))
         x = self.proj(_unwindows(out, w, B, H, W)) + x
         return x + self.mlp(self.norm2(x))
 

@@ -27,3 +27,21 @@ for _name, _label in _ROOTS.items():
     globals()[_name] = Registry(_label, parent=getattr(_mm, _name), scope=SCOPE, locations=_LOCATIONS)
 
 __all__ = ["SCOPE"] + list(_ROOTS)
+
+
+def build_in_vzoo_scope(registry: Registry, cfg):
+    """Build ``cfg`` with ``registry`` under the ``'vzoo'`` scope unless the cfg names a ``_scope_``.
+
+    A plain ``registry.build(cfg)`` follows mmengine's current default scope: after an mmdet or
+    mmseg runner has been created in the same process, that scope is ``'mmdet'``/``'mmseg'`` and
+    vzoo's classes would not be found. Objects that vzoo builds itself (pipelines, preprocessors)
+    therefore pin their own scope; mmengine's and mmcv's classes are still found through the parent.
+    """
+    if not isinstance(cfg, dict):
+        return cfg
+    cfg = dict(cfg)
+    cfg.setdefault("_scope_", SCOPE)
+    return registry.build(cfg)
+
+
+__all__.append("build_in_vzoo_scope")

@@ -7,7 +7,7 @@ from typing import List, Optional, Sequence
 
 from mmengine.dataset import BaseDataset
 
-from ..registry import DATASETS, TRANSFORMS
+from ..registry import DATASETS, TRANSFORMS, build_in_vzoo_scope
 
 __all__ = ["ImageFolderDataset", "IMG_EXTENSIONS"]
 
@@ -23,7 +23,7 @@ class ImageFolderDataset(BaseDataset):
                  pipeline: Sequence = (), test_mode: bool = False, **kwargs):
         self._classes = list(classes) if classes is not None else None
         self._prefix = data_prefix
-        pipeline = [TRANSFORMS.build(t) if isinstance(t, dict) else t for t in pipeline]
+        pipeline = [build_in_vzoo_scope(TRANSFORMS, t) for t in pipeline]
         super().__init__(data_root=data_root, pipeline=pipeline, test_mode=test_mode, **kwargs)
 
     @property

@@ -19,7 +19,7 @@ from timm.loss import SoftTargetCrossEntropy
 
 import vzoo  # noqa: F401  (registers vzoo's models with timm)
 
-from ..registry import MODELS
+from ..registry import MODELS, build_in_vzoo_scope
 
 __all__ = ["ClsDataPreprocessor", "TimmClassifier"]
 
@@ -41,7 +41,7 @@ def _build_preprocessor(cfg):
     if cfg is None:
         return ClsDataPreprocessor()
     if isinstance(cfg, dict):
-        return MODELS.build(cfg)  # vzoo's registry: works whatever the default scope
+        return build_in_vzoo_scope(MODELS, cfg)  # vzoo scope pinned: works whatever the default scope
     return cfg
 
 

@@ -6,7 +6,7 @@ from typing import List, Optional, Sequence
 
 from mmengine.dataset import BaseDataset
 
-from ..registry import DATASETS, TRANSFORMS
+from ..registry import DATASETS, TRANSFORMS, build_in_vzoo_scope
 
 __all__ = ["SRFolderDataset", "IMG_EXTENSIONS"]
 
@@ -48,7 +48,7 @@ class SRFolderDataset(BaseDataset):
         self.lr_filename_tmpl, self.lr_ext = lr_filename_tmpl, lr_ext
         self.recursive, self.repeat, self.dataset_name = recursive, repeat, dataset_name
         # built here with vzoo's registry, so the dataset also works outside a 'vzoo' default scope
-        pipeline = [TRANSFORMS.build(t) if isinstance(t, dict) else t for t in pipeline]
+        pipeline = [build_in_vzoo_scope(TRANSFORMS, t) for t in pipeline]
         super().__init__(data_root=data_root, pipeline=pipeline, test_mode=test_mode, **kwargs)
 
     def _abs(self, folder: str) -> str:

@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.model import BaseDataPreprocessor, BaseModel
 
-from ..registry import MODELS
+from ..registry import MODELS, build_in_vzoo_scope
 from .imresize import imresize
 
 __all__ = ["SRDataPreprocessor", "SRModel", "tiled_forward", "tile_layout"]
@@ -116,7 +116,7 @@ class SRModel(BaseModel):
         if data_preprocessor is None:
             data_preprocessor = dict(type="SRDataPreprocessor")
         if isinstance(data_preprocessor, dict):
-            data_preprocessor = MODELS.build(data_preprocessor)
+            data_preprocessor = build_in_vzoo_scope(MODELS, data_preprocessor)
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         if residual not in ("none", "bicubic"):
             raise ValueError(f"SRModel: residual must be 'none' or 'bicubic', got {residual!r}")
