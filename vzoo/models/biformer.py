@@ -27,18 +27,18 @@ identity when a classification checkpoint is loaded, as the release's ``BiFormer
 from __future__ import annotations
 
 import re
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from timm.layers import DropPath, LayerNorm2d, Mlp, trunc_normal_
+from timm.layers import DropPath, LayerNorm2d, Mlp
 from timm.models import generate_default_cfgs, register_model
-from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint
 
 from vzoo.layers.routing_attention import BiLevelRoutingAttention
 from ._builder import build_vzoo_model
+from ._pyramid import PyramidNet
 
 __all__ = ["BiFormer", "checkpoint_filter_fn"]
 
@@ -120,7 +120,8 @@ class BiFormerStage(nn.Module):
 _LAYOUTS = ("biformer", "stl")
 
 
-class BiFormer(nn.Module):
+class BiFormer(PyramidNet):
+    conv_fan_out_init = False  # the release keeps torch's default conv init
     """BiFormer.
 
     Args:
@@ -166,15 +167,9 @@ class BiFormer(nn.Module):
                           ("topks", topks), ("n_win", n_win), ("qk_dims", qk_dims)):
             if len(val) != 4:
                 raise ValueError(f"BiFormer: {name} needs 4 entries (one per stage), got {tuple(val)}")
-        if global_pool not in ("avg", ""):
-            raise ValueError(f"BiFormer: global_pool must be 'avg' or '', got {global_pool!r}")
         if layout not in _LAYOUTS:
             raise ValueError(f"BiFormer: layout must be one of {_LAYOUTS}, got {layout!r}")
-        self.num_classes = num_classes
-        self.global_pool = global_pool
-        self.num_features = self.head_hidden_size = embed_dims[-1]
-        self.drop_rate = drop_rate
-        self.grad_checkpointing = False
+        self.init_pyramid(num_classes, global_pool, embed_dims[-1], drop_rate)
         self.layout = layout
 
         d0 = embed_dims[0]
@@ -186,7 +181,7 @@ class BiFormer(nn.Module):
             self.stem = nn.Sequential(nn.Conv2d(in_chans, d0, 4, stride=4), nn.BatchNorm2d(d0))
         n = sum(depths)  # linearly increasing stochastic depth (torch.linspace's values, in Python: meta-safe)
         dpr = [drop_path_rate * i / (n - 1) if n > 1 else 0.0 for i in range(n)]
-        stages, self.feature_info, cur = [], [], 0
+        stages, cur = [], 0
         for i in range(4):
             if i == 0:
                 down = nn.Identity()
@@ -205,101 +200,7 @@ class BiFormer(nn.Module):
         self.stages = nn.Sequential(*stages)
         self.extra_norms = nn.ModuleList([LayerNorm2d(d) for d in embed_dims]) if extra_norms else None
         self.norm = nn.BatchNorm2d(embed_dims[-1])
-        self.head_drop = nn.Dropout(drop_rate)
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, (nn.LayerNorm, LayerNorm2d)):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-
-    @torch.jit.ignore
-    def no_weight_decay(self):
-        return set()
-
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False):
-        return dict(stem=r"^stem",
-                    blocks=r"^stages\.(\d+)" if coarse else [
-                        (r"^stages\.(\d+)\.downsample", (0,)),
-                        (r"^stages\.(\d+)\.blocks\.(\d+)", None),
-                        (r"^extra_norms\.(\d+)", (99999,)),
-                        (r"^norm", (99999,))])
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True):
-        self.grad_checkpointing = enable
-        for s in self.stages:
-            s.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None, **kwargs):
-        if global_pool is not None:
-            if global_pool not in ("avg", ""):
-                raise ValueError(f"BiFormer: global_pool must be 'avg' or '', got {global_pool!r}")
-            self.global_pool = global_pool
-        self.num_classes = num_classes
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-
-    def forward_intermediates(
-            self,
-            x: torch.Tensor,
-            indices: Optional[Union[int, List[int]]] = None,
-            norm: bool = False,
-            stop_early: bool = False,
-            output_fmt: str = "NCHW",
-            intermediates_only: bool = False,
-    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """Stage outputs at strides 4, 8, 16, 32 (NCHW), each through its ``extra_norms`` LayerNorm2d
-        when the model has them; the returned final feature is ``forward_features``' (after ``norm``)."""
-        if output_fmt != "NCHW":
-            raise ValueError(f"BiFormer.forward_intermediates: output_fmt must be 'NCHW', got {output_fmt!r}")
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[:max_index + 1]
-        x = self.stem(x)
-        intermediates = []
-        for i, stage in enumerate(stages):
-            x = stage(x)
-            if i in take_indices:
-                intermediates.append(self.extra_norms[i](x) if self.extra_norms is not None else x)
-        if intermediates_only:
-            return intermediates
-        return self.norm(x), intermediates
-
-    def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1, prune_norm: bool = False,
-                                  prune_head: bool = True):
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        self.stages = self.stages[:max_index + 1]
-        if self.extra_norms is not None:
-            self.extra_norms = self.extra_norms[:max_index + 1]
-        if prune_norm or max_index < 3:
-            self.norm = nn.Identity()
-        if max_index < 3:
-            self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]
-        if prune_head or max_index < 3:
-            self.reset_classifier(0, "")
-        return take_indices
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.stages(self.stem(x)))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        if self.global_pool == "avg":
-            x = x.mean(dim=(2, 3))
-        x = self.head_drop(x)
-        return x if pre_logits else self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+        self.init_head()
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -35,17 +35,17 @@ under ``'model'``: ``patch_embed1.proj``, ``block1.0.attn.kv_g``, ``attn.kv_l.de
 from __future__ import annotations
 
 import re
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from timm.layers import DropPath, trunc_normal_
+from timm.layers import DropPath
 from timm.models import generate_default_cfgs, register_model
-from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint
 
 from ._builder import build_vzoo_model
+from ._pyramid import PyramidNet
 
 __all__ = ["FaViT", "FactorizationAttention", "checkpoint_filter_fn"]
 
@@ -265,7 +265,7 @@ class FaViTStage(nn.Module):
         return x.transpose(1, 2).reshape(x.shape[0], -1, H, W)
 
 
-class FaViT(nn.Module):
+class FaViT(PyramidNet):
     """Factorization Transformer.
 
     Args:
@@ -274,6 +274,8 @@ class FaViT(nn.Module):
         qkv_bias: biases on the query/key/value linears (release: True).
         global_pool: ``'avg'`` or ``''`` (no pooling in ``forward_head``).
     """
+
+    stem_pattern = r"^stages\.0\.downsample"  # the first patch embedding is the stem
 
     def __init__(
             self,
@@ -298,18 +300,12 @@ class FaViT(nn.Module):
                         ("mlp_ratios", mlp_ratios), ("sr_ratios", sr_ratios)):
             if len(v) != 4:
                 raise ValueError(f"FaViT: {name} needs 4 entries (one per stage), got {len(v)}: {tuple(v)}")
-        if global_pool not in ("avg", ""):
-            raise ValueError(f"FaViT: global_pool must be 'avg' or '', got {global_pool!r}")
         if not isinstance(window_size, int) or isinstance(window_size, bool) or window_size < 1:
             raise ValueError(f"FaViT: window_size must be a positive int, got {window_size!r}")
-        self.num_classes = num_classes
-        self.global_pool = global_pool
-        self.num_features = self.head_hidden_size = embed_dims[-1]
-        self.drop_rate = drop_rate
-        self.grad_checkpointing = False
+        self.init_pyramid(num_classes, global_pool, embed_dims[-1], drop_rate)
         n = sum(depths)
         dpr = [drop_path_rate * i / max(n - 1, 1) for i in range(n)]
-        stages, self.feature_info, prev, cur = [], [], in_chans, 0
+        stages, prev, cur = [], in_chans, 0
         for i in range(4):
             stages.append(FaViTStage(
                 prev, embed_dims[i], depths[i], num_heads[i], mlp_ratios[i], sr_ratios[i], first=i == 0,
@@ -318,99 +314,7 @@ class FaViT(nn.Module):
             self.feature_info.append(dict(num_chs=embed_dims[i], reduction=2 ** (i + 2), module=f"stages.{i}"))
             prev, cur = embed_dims[i], cur + depths[i]
         self.stages = nn.Sequential(*stages)
-        self.head_drop = nn.Dropout(drop_rate)
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Conv2d):
-            fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
-            nn.init.normal_(m.weight, 0, (2.0 / fan_out) ** 0.5)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-
-    @torch.jit.ignore
-    def no_weight_decay(self):
-        return set()
-
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False):
-        return dict(stem=r"^stages\.0\.downsample",
-                    blocks=r"^stages\.(\d+)" if coarse else [
-                        (r"^stages\.(\d+)\.downsample", (0,)),
-                        (r"^stages\.(\d+)\.blocks\.(\d+)", None),
-                        (r"^stages\.(\d+)\.norm", (99999,))])
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True):
-        self.grad_checkpointing = enable
-        for s in self.stages:
-            s.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None, **kwargs):
-        if global_pool is not None:
-            if global_pool not in ("avg", ""):
-                raise ValueError(f"FaViT: global_pool must be 'avg' or '', got {global_pool!r}")
-            self.global_pool = global_pool
-        self.num_classes = num_classes
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-
-    def forward_intermediates(
-            self,
-            x: torch.Tensor,
-            indices: Optional[Union[int, List[int]]] = None,
-            norm: bool = False,
-            stop_early: bool = False,
-            output_fmt: str = "NCHW",
-            intermediates_only: bool = False,
-    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """Stage outputs (each after its stage's LayerNorm) at strides 4, 8, 16, 32 (NCHW)."""
-        if output_fmt != "NCHW":
-            raise ValueError(f"FaViT.forward_intermediates: output_fmt must be 'NCHW', got {output_fmt!r}")
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[:max_index + 1]
-        intermediates = []
-        for i, stage in enumerate(stages):
-            x = stage(x)
-            if i in take_indices:
-                intermediates.append(x)
-        if intermediates_only:
-            return intermediates
-        return x, intermediates
-
-    def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1, prune_norm: bool = False,
-                                  prune_head: bool = True):
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        self.stages = self.stages[:max_index + 1]
-        if max_index < 3:
-            self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]
-        if prune_head or max_index < 3:
-            self.reset_classifier(0, "")
-        return take_indices
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stages(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        if self.global_pool == "avg":
-            x = x.mean(dim=(2, 3))
-        x = self.head_drop(x)
-        return x if pre_logits else self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+        self.init_head()
 
 
 # official key → vzoo key, applied to the part after ``block{i}.{j}.`` (first match wins)
