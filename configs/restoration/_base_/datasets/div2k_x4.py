@@ -1,9 +1,9 @@
-# DIV2K x4 training pairs and the five SR benchmarks, as folders (see configs/restoration/README.md):
+# DIV2K x4 training pairs and the five SR benchmarks, as folders (docs/training.md):
 #   data/DIV2K/DIV2K_train_HR/0001.png ...            data/DIV2K/DIV2K_train_LR_bicubic/X4/0001x4.png ...
 #   data/benchmark/<Set5|Set14|B100|Urban100|Manga109>/HR/<name>.png
 #   data/benchmark/<set>/LR_bicubic/X4/<name>x4.png
 # LR images are MATLAB-bicubic downsamplings of the mod-cropped HR images; without the LR folders set
-# `lr_folder=None` and they are made on the fly with the same MATLAB-style bicubic.
+# `lr_folder=None` and they are made on the fly with the same MATLAB-style bicubic (docs/training.md).
 # DF2K (DIV2K + Flickr2K, what the official HAT models train on): add a second SRFolderDataset on
 # data/Flickr2K/Flickr2K_HR and Flickr2K_LR_bicubic/X4 through dict(type='ConcatDataset', datasets=[...]).
 scale = 4
