@@ -2,9 +2,10 @@
 """Convert an official checkpoint into vzoo's own format.
 
     python tools/convert.py MODEL SRC DST [--no-verify-sha]
+    python tools/convert.py FAMILY --src SRC --dst DST --variant MODEL     # e.g. moat --variant moat_0
 
 1. looks MODEL up in the checkpoint index (checkpoints/index/*.json) and refuses SRC when its
-   sha256 disagrees with the index;
+   sha256 disagrees with the index (a TensorFlow checkpoint directory has no single file to hash);
 2. reads SRC without executing pickled code (or, for a TensorFlow release, through the family's
    ``convert_tf_checkpoint``), maps its keys with the family's ``checkpoint_filter_fn`` and checks
    every key by building the model with ``timm.create_model(MODEL, pretrained=True, ...)``;
@@ -37,7 +38,10 @@ def read_source(model: str, src: str, fmt: str):
     fn = getattr(family, f"convert_{fmt}_checkpoint", None)
     if fn is None:
         raise SystemExit(f"convert.py: {family.__name__} has no convert_{fmt}_checkpoint for format={fmt!r}")
-    return fn(src)
+    try:
+        return fn(src)
+    except ImportError as e:  # e.g. TensorFlow for format='tf': say which extra to install, in one line
+        raise SystemExit(f"convert.py: {e}") from None
 
 
 def convert(model: str, src: str, dst: str, verify_sha: bool = True, index_dir=None) -> dict:
@@ -46,9 +50,10 @@ def convert(model: str, src: str, dst: str, verify_sha: bool = True, index_dir=N
         raise SystemExit(f"convert.py: {model!r} is not in the checkpoint index (checkpoints/index/*.json); "
                          f"indexed: {', '.join(sorted(index))}")
     entry = index[model]
-    if not os.path.isfile(src):
+    tf_prefix = entry["format"] == "tf" and (os.path.isdir(src) or os.path.isfile(src + ".index"))
+    if not (os.path.isfile(src) or tf_prefix):
         raise SystemExit(f"convert.py: SRC {src!r} does not exist")
-    digest = sha256_file(src)
+    digest = sha256_file(src) if os.path.isfile(src) else ""  # a TF checkpoint directory/prefix: no single file
     if verify_sha and entry["sha256"] and digest != entry["sha256"]:
         raise SystemExit(f"convert.py: refusing {src!r}: its sha256 is {digest}, the index says "
                          f"{entry['sha256']} for {model} ({entry['source']}). Wrong or damaged download?")
@@ -82,13 +87,32 @@ def convert(model: str, src: str, dst: str, verify_sha: bool = True, index_dir=N
     return dict(model=model, keys=len(out), src_sha256=digest, dst=dst)
 
 
-def main(argv=None):
+def _parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", help="timm model name, as in checkpoints/index/*.json")
-    p.add_argument("src", help="the official checkpoint file")
-    p.add_argument("dst", help="where to write vzoo's safetensors file")
+    p.add_argument("model", help="timm model name, as in checkpoints/index/*.json (or a family name with --variant)")
+    p.add_argument("src", nargs="?", help="the official checkpoint file (or TF checkpoint directory/prefix)")
+    p.add_argument("dst", nargs="?", help="where to write vzoo's safetensors file")
+    p.add_argument("--src", dest="src_opt", help="the same as SRC")
+    p.add_argument("--dst", dest="dst_opt", help="the same as DST")
+    p.add_argument("--variant", help="with a family name as MODEL (e.g. moat): the model to convert to")
     p.add_argument("--no-verify-sha", action="store_true", help="skip the sha256 check against the index")
     a = p.parse_args(argv)
+    a.src = a.src if a.src is not None else a.src_opt
+    a.dst = a.dst if a.dst is not None else a.dst_opt
+    if a.src is None or a.dst is None:
+        p.error("SRC and DST are required (positionally or as --src/--dst)")
+    if a.variant is not None:
+        from vzoo.models import model_family
+        if not timm.is_model(a.variant):
+            p.error(f"--variant {a.variant!r} is not a registered model")
+        if a.variant != a.model and model_family(a.variant) != a.model:
+            p.error(f"--variant {a.variant!r} belongs to family {model_family(a.variant)!r}, not {a.model!r}")
+        a.model = a.variant
+    return a
+
+
+def main(argv=None):
+    a = _parse(argv)
     info = convert(a.model, a.src, a.dst, verify_sha=not a.no_verify_sha)
     print(f"converted {info['model']}: {info['keys']} tensors, source sha256 {info['src_sha256']}, wrote {info['dst']}")
 
