@@ -12,9 +12,9 @@ forward+backward, with peak memory, at BiFormer-S stage shapes (``cls224``: 224Â
   matmul / softmax / matmul, merge back), re-implemented here from its description (the official code
   is not part of vzoo).
 
-``--official-src DIR`` (a checkout of ``rayleizhu/BiFormer``; its ``models/biformer.py`` imports ``einops``,
-``fairscale`` and ``timm``, which must be importable) adds a whole-model row: images/s of vzoo's model
-and of the official one (``--model``, default ``biformer_tiny``) on the same weights, in one run.
+``--official-src DIR`` (a checkout of ``rayleizhu/BiFormer``; its ``models/biformer.py`` imports ``einops``
+and ``timm``, which must be importable, and ``fairscale``, which gets a stand-in where missing) adds a
+whole-model row: images/s of vzoo's model and of the official one (``--model``, default ``biformer_tiny``) on the same weights, in one run.
 
     python tools/benchmark.py bra                                      # CPU, cls224, forward
     python tools/benchmark.py bra --cases cls224 seg512 --device cuda --dtype bfloat16 --bwd
@@ -22,12 +22,9 @@ and of the official one (``--model``, default ``biformer_tiny``) on the same wei
 """
 from __future__ import annotations
 
-import importlib.util
-import os
-import sys
-
 import torch
 
+from ._official import find_official_file, import_official, stand_in
 from ._timing import measure
 
 DESCRIPTION = "bra: bi-level routing attention (vzoo triton / torch / reference vs official gather), fwd, fwd+bwd, memory; BiFormer vs official"
@@ -103,23 +100,24 @@ def _runner(backend, q, k, v, n_win, topk, heads):
     return lambda: bi_level_routing_attention(q, k, v, n_win, topk, heads, scale, backend=backend)
 
 
+def load_official_biformer(src):
+    """The release's ``models.biformer`` and ``models.biformer_stl`` modules from a checkout of
+    ``rayleizhu/BiFormer`` (imported through :mod:`vzoo.benchmarks._official`; ``einops`` is needed)."""
+    root, _ = find_official_file(src, ("models/biformer.py",), "rayleizhu/BiFormer")
+    stand_ins = {
+        # fairscale's checkpoint_wrapper wraps the stages only with use_checkpoint_stages (activation
+        # checkpointing for training), which no released model sets: a pass-through where it is missing
+        "fairscale": lambda: stand_in("fairscale"),
+        "fairscale.nn": lambda: stand_in("fairscale.nn"),
+        "fairscale.nn.checkpoint": lambda: stand_in("fairscale.nn.checkpoint", checkpoint_wrapper=lambda m, **k: m),
+    }
+    return {name: import_official(root, name, requires=("einops",), stand_ins=stand_ins)
+            for name in ("models.biformer", "models.biformer_stl")}
+
+
 def _load_official_model(src, name):
-    path = os.path.join(src, "models", "biformer.py")
-    if not os.path.isfile(path):
-        raise ValueError(f"--official-src {src!r}: no models/biformer.py there (a checkout of rayleizhu/BiFormer?)")
-    for mod in ("einops", "fairscale"):
-        if importlib.util.find_spec(mod) is None:
-            raise ValueError(f"--official-src: the official models/biformer.py needs {mod!r}, which is not importable")
-    import timm.models
-    register = timm.models.register_model
-    timm.models.register_model = lambda fn: fn  # the official file registers vzoo's names: keep it out of timm
-    sys.path.insert(0, src)
-    try:
-        mod = importlib.import_module("models.biformer")  # its relative / ops.* imports need src on the path
-    finally:
-        sys.path.remove(src)
-        timm.models.register_model = register
-    return getattr(mod, name)
+    mods = load_official_biformer(src)
+    return getattr(mods["models.biformer_stl" if name == "biformer_stl" else "models.biformer"], name)
 
 
 def _model_rows(args, dev, dtype):

@@ -10,22 +10,22 @@ test does; tiles go through the same tiler, :func:`vzoo.tasks.restoration.tiled_
 LR pixels, neighbours overlapping by ``--tile-overlap``), so memory is bounded by one tile.
 
 The official code is not part of vzoo: ``--official-src`` names a local checkout of
-``XPixelGroup/HAT`` (its ``hat/archs/hat_arch.py`` is imported from there); without it the official
-rows are skipped. That file imports two helpers from BasicSR (a registry decorator, ``to_2tuple``,
-``trunc_normal_``) and ``einops``, which must be importable (vzoo needs neither). The official model's randomly
+``XPixelGroup/HAT`` (its ``hat/archs/hat_arch.py`` is imported from there, see
+:mod:`vzoo.benchmarks._official`); without it the official rows are skipped. That file imports
+``einops``, which must be importable, and three names from BasicSR (a registry decorator,
+``to_2tuple``, ``trunc_normal_``), which get stand-ins where BasicSR is not installed. The official model's randomly
 initialised weights are loaded into vzoo through :func:`vzoo.models.hat.checkpoint_filter_fn`, and
 each vzoo row reports its largest deviation from the official output.
 """
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import os
-import sys
 
 import torch
 import torch.nn.functional as F
 
+from ._official import OfficialSourceError, find_official_file, official_imports, stand_in
 from ._timing import measure
 
 DESCRIPTION = "hat: HAT x4 SR inference time/peak memory, full and tiled, vzoo vs official (--official-src)"
@@ -55,29 +55,38 @@ def add_arguments(p):
 
 
 # ------------------------------------------------------------------------------ official code
-def _check_official_deps():
-    """hat_arch.py imports ``basicsr`` (registry, to_2tuple, trunc_normal_) and ``einops``; vzoo
-    depends on neither, so say what is missing instead of failing inside the official file."""
-    missing = []
-    for mod in ("basicsr.utils.registry", "basicsr.archs.arch_util", "einops"):
-        try:
-            importlib.import_module(mod)
-        except ImportError:
-            missing.append(mod)
-    if missing:
-        raise ValueError(f"--official-src: the official hat_arch.py needs {missing}, which are not importable; "
-                         f"install them (pip install basicsr einops) or put stand-ins on PYTHONPATH")
+def basicsr_stand_ins() -> dict:
+    """Stand-ins for the three names hat_arch.py imports from BasicSR (a training framework vzoo does
+    not need), used only where BasicSR is not installed: ``ARCH_REGISTRY.register()`` is a no-op
+    decorator (it only records the class in BasicSR's registry), ``to_2tuple`` and ``trunc_normal_``
+    are timm's functions of the same meaning (``trunc_normal_`` only initialises weights)."""
+    from timm.layers import to_2tuple, trunc_normal_
+
+    class _Registry:
+        def register(self, obj=None):
+            return obj if obj is not None else (lambda o: o)
+
+    return {
+        "basicsr": lambda: stand_in("basicsr"),
+        "basicsr.utils": lambda: stand_in("basicsr.utils"),
+        "basicsr.utils.registry": lambda: stand_in("basicsr.utils.registry", ARCH_REGISTRY=_Registry()),
+        "basicsr.archs": lambda: stand_in("basicsr.archs"),
+        "basicsr.archs.arch_util": lambda: stand_in("basicsr.archs.arch_util", to_2tuple=to_2tuple,
+                                                    trunc_normal_=trunc_normal_),
+    }
 
 
 def load_official_hat(src: str):
-    """The ``HAT`` class of ``SRC/hat/archs/hat_arch.py`` (imported by path, not as a package)."""
-    path = os.path.join(src, "hat", "archs", "hat_arch.py")
-    if not os.path.isfile(path):
-        raise ValueError(f"--official-src {src!r}: no hat/archs/hat_arch.py there (a checkout of XPixelGroup/HAT?)")
-    _check_official_deps()
-    spec = importlib.util.spec_from_file_location("_official_hat_arch", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    """The ``HAT`` class of ``SRC/hat/archs/hat_arch.py`` (imported by path, not as a package; BasicSR
+    replaced by :func:`basicsr_stand_ins` where it is not installed; ``einops`` is needed for real)."""
+    root, rel = find_official_file(src, ("hat/archs/hat_arch.py",), "XPixelGroup/HAT")
+    if importlib.util.find_spec("einops") is None:
+        raise OfficialSourceError("--official-src: the official hat/archs/hat_arch.py needs ['einops'], which is "
+                                  "not importable here (pip install einops)")
+    with official_imports(root, stand_ins=basicsr_stand_ins()):
+        spec = importlib.util.spec_from_file_location("_official_hat_arch", os.path.join(root, rel))
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
     return mod.HAT
 
 
