@@ -509,3 +509,21 @@ def test_bad_arguments():
         timm.create_model("tiny_moat_0", block_types=("mbconv", "conv", "moat", "moat"))
     with pytest.raises(ValueError, match="global_pool"):
         timm.create_model("tiny_moat_0", global_pool="max")
+
+
+def test_grad_checkpointing_and_layer_decay_groups():
+    from timm.optim import param_groups_layer_decay
+    torch.manual_seed(0)
+    m = timm.create_model("tiny_moat_0", window_size=(2, 1), drop_path_rate=0.0)
+    x = torch.randn(1, 3, 64, 64)
+    m(x).sum().backward()
+    ref = {n: p.grad.clone() for n, p in m.named_parameters()}
+    m.zero_grad()
+    m.set_grad_checkpointing(True)
+    assert all(s.grad_checkpointing for s in m.stages)
+    m(x).sum().backward()
+    for n, p in m.named_parameters():
+        torch.testing.assert_close(p.grad, ref[n], msg=n)
+    groups = param_groups_layer_decay(m, weight_decay=0.05, layer_decay=0.9)
+    assert sum(len(g["params"]) for g in groups) == len(list(m.parameters()))
+    assert "stages.2.blocks.0.attn.relative_position_bias_table" in m.no_weight_decay()
