@@ -114,3 +114,16 @@ def test_whole_check_on_a_stand_in_official_module(tmp_path, broken):
         assert r.returncode == 0, r.stdout + r.stderr
         assert all(row["status"] == "ok" and row["max_rel"] < 1e-5 for row in rows)
         assert "| ulsam | ulsam_g4 | 2x64x12x12 |" in text and "CPU, fp32" in text
+
+
+def test_markdown_block_is_rewritten_in_place(tmp_path):
+    md = tmp_path / "benchmarks.md"
+    md.write_text("# Benchmarks\n\n## models\n\n<!-- bench:models -->\nB\n<!-- /bench:models -->\n")
+    parity.write_markdown(md, "van", "h1", "t1")
+    parity.write_markdown(md, "hat", "h2", "t2")
+    parity.write_markdown(md, "van", "h3", "t3")
+    text = md.read_text()
+    assert text.count("## Parity with the official implementations") == 1
+    assert "<!-- parity:van -->\nh3\n\nt3\n<!-- /parity:van -->" in text and "t1" not in text
+    assert text.index("parity:van") < text.index("parity:hat")  # families keep their place
+    assert "<!-- bench:models -->\nB\n<!-- /bench:models -->" in text

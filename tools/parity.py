@@ -407,9 +407,15 @@ _SECTION_INTRO = (
     "release's checkpoint format, loaded into vzoo with `timm.create_model(NAME, pretrained=True, "
     "pretrained_cfg_overlay=dict(file=PATH))` (the family's `checkpoint_filter_fn`), both run in eval mode "
     "in fp32 on the CPU on the same seeded batch. max abs err = max|vzoo - official|, max rel err = "
-    "max abs err / max|official|; the goal is max rel err < 1e-4. Produced by `tools/parity.py` "
-    "(see its docstring); the official files need `einops` for BiFormer and HAT, and stand-ins replace "
-    "the imports the models do not use (BasicSR's registry, fairscale's checkpoint wrapper).")
+    "max abs err / max|official|; the goal is max rel err < 1e-4 (the tool exits non-zero otherwise); "
+    "0.00e+00 means bit-identical outputs (the same operations in the same order).\n\n"
+    "Reproduce: `--official-src DIR` is a checkout of the official repository at the commit named in each "
+    "block, or a directory holding just the files the tool imports, unchanged (VAN `models/`; FaViT "
+    "`FaViT/classification/favit.py`; BiFormer `models/{biformer,biformer_stl,_common}.py` and "
+    "`ops/bra_legacy.py`; HAT `hat/archs/hat_arch.py`; ECA-Net `models/`; ULSAM `ulsam.py`), which is what "
+    "`/tmp/official/FAMILY` was. The official BiFormer and HAT files need `einops` (0.8.2 here); BasicSR's "
+    "registry and fairscale's checkpoint wrapper, which the models do not use, get stand-ins. Each command "
+    "below also had `--markdown docs/benchmarks.md`, which wrote its block.")
 
 
 def _git_head(src: str) -> Optional[str]:
