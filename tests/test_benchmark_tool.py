@@ -47,3 +47,13 @@ def test_models_suite_writes_table_json_and_markdown_section(tmp_path):
 def test_format_table_takes_the_union_of_columns():
     t = benchmark.format_table([dict(a=1), dict(a=2.5, b=None)])
     assert t.splitlines()[0] == "| a | b |" and t.splitlines()[-1] == "| 2.5 | - |"
+
+
+def test_markdown_sections_are_named_independently(tmp_path):
+    md = tmp_path / "b.md"
+    benchmark.write_markdown_section(md, "models", "h1", "| a |")
+    benchmark.write_markdown_section(md, "models-eca", "h2", "| b |")
+    benchmark.write_markdown_section(md, "models", "h3", "| c |")  # rewrites only its own section
+    text = md.read_text()
+    assert "h1" not in text and "h2" in text and "h3" in text
+    assert text.count("<!-- bench:models -->") == 1 and text.count("<!-- bench:models-eca -->") == 1

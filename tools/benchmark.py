@@ -71,6 +71,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog=f"tools/benchmark.py {name}", description=suite.DESCRIPTION)
     p.add_argument("--json", type=Path, help="also write the rows as JSON here")
     p.add_argument("--markdown", type=Path, help="rewrite this suite's section of a Markdown file (docs/benchmarks.md)")
+    p.add_argument("--section", default=None,
+                   help="name of the Markdown section (default: the suite's name); several runs of one suite "
+                        "(e.g. models for different families) keep separate sections")
     suite.add_arguments(p)
     args = p.parse_args(argv)
     rows = suite.run(args)
@@ -86,7 +89,7 @@ def main(argv=None):
     if args.json:
         args.json.write_text(json.dumps(dict(suite=name, header=header, rows=rows), indent=1))
     if args.markdown:
-        write_markdown_section(args.markdown, name, header, table)
+        write_markdown_section(args.markdown, args.section or name, header, table)
     return 0
 
 
