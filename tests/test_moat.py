@@ -366,6 +366,18 @@ def test_tf_mapping_round_trip_and_outputs(tmp_path):
         torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
 
 
+def test_tf_mapping_takes_keras3_depthwise_kernel_name():
+    # the release (Keras 2) calls it depthwise_kernel; a checkpoint written under Keras 3 calls it kernel
+    tf = _to_tf(timm.create_model("tiny_moat_0"))
+    ref = tf_to_vzoo_state_dict(tf)
+    k3 = {(n[:-len("depthwise_kernel")] + "kernel" if n.endswith("depthwise_conv/depthwise_kernel") else n): a
+          for n, a in tf.items()}
+    assert any(n.endswith("depthwise_conv/kernel") for n in k3)
+    sd = tf_to_vzoo_state_dict(k3)
+    assert sd.keys() == ref.keys() and all(torch.equal(sd[k], ref[k]) for k in ref)
+    assert sd["stages.0.blocks.0.dw_conv.weight"].shape == (128, 1, 3, 3)
+
+
 def test_tf_mapping_names_unplaceable_variables():
     tf = _to_tf(timm.create_model("tiny_moat_0"))
     tf["moat/block_02_00/attention/w/weight"] = np.zeros((2, 2), np.float32)
@@ -473,6 +485,27 @@ def test_convert_without_tensorflow_says_how_to_install(tmp_path, capsys):
     with pytest.raises(SystemExit):
         convert._parse(["van", "--src", "S", "--dst", "D", "--variant", "moat_0"])
     assert "belongs to family 'moat'" in capsys.readouterr().err
+
+
+def test_convert_refuses_a_dst_that_is_not_safetensors(tmp_path):
+    # it writes safetensors; vzoo picks the reader by suffix, so a '.pth' would then fail to load
+    r = subprocess.run([sys.executable, str(ROOT / "tools" / "convert.py"), "moat", "--src", str(tmp_path),
+                        "--dst", str(tmp_path / "out.pth"), "--variant", "tiny_moat_0"], capture_output=True, text=True)
+    assert r.returncode != 0 and "must end with .safetensors" in r.stderr, r.stderr
+    assert not (tmp_path / "out.pth").exists()
+
+
+def test_parity_tool_without_tensorflow_says_so(tmp_path):
+    try:
+        import tensorflow  # noqa: F401
+        pytest.skip("TensorFlow is installed")
+    except ImportError:
+        pass
+    (tmp_path / "model" / "pixel_encoder").mkdir(parents=True)
+    (tmp_path / "model" / "pixel_encoder" / "moat.py").write_text("raise RuntimeError('must not be imported')\n")
+    r = subprocess.run([sys.executable, str(ROOT / "tools" / "parity.py"), "moat", "--official-src", str(tmp_path),
+                        "--variants", "tiny_moat_0"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "needs TensorFlow" in r.stderr and "must not be imported" not in r.stderr, r.stderr
 
 
 # ------------------------------------------------------------------------------ features / errors

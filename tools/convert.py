@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Convert an official checkpoint into vzoo's own format.
 
-    python tools/convert.py MODEL SRC DST [--no-verify-sha]
-    python tools/convert.py FAMILY --src SRC --dst DST --variant MODEL     # e.g. moat --variant moat_0
+    python tools/convert.py MODEL SRC DST.safetensors [--no-verify-sha]
+    python tools/convert.py FAMILY --src SRC --dst DST.safetensors --variant MODEL   # e.g. moat --variant moat_0
 
 1. looks MODEL up in the checkpoint index (checkpoints/index/*.json) and refuses SRC when its
    sha256 disagrees with the index (a TensorFlow checkpoint directory has no single file to hash);
@@ -50,6 +50,9 @@ def convert(model: str, src: str, dst: str, verify_sha: bool = True, index_dir=N
         raise SystemExit(f"convert.py: {model!r} is not in the checkpoint index (checkpoints/index/*.json); "
                          f"indexed: {', '.join(sorted(index))}")
     entry = index[model]
+    if not dst.endswith(".safetensors"):  # vzoo reads weights files by suffix: a .pth would be torch.load-ed
+        raise SystemExit(f"convert.py: DST {dst!r} must end with .safetensors (the file written is safetensors, "
+                         f"and vzoo picks the reader by the suffix)")
     tf_prefix = entry["format"] == "tf" and (os.path.isdir(src) or os.path.isfile(src + ".index"))
     if not (os.path.isfile(src) or tf_prefix):
         raise SystemExit(f"convert.py: SRC {src!r} does not exist")

@@ -22,6 +22,11 @@ For each variant the tool
 The exit status is 1 if any variant's relative error is >= ``--tol`` (default 1e-4) or fails to run,
 2 for a bad command line (e.g. ``--official-src`` without the expected file).
 
+MOAT's official code is TensorFlow (``google-research/deeplab2``): ``tools/parity.py moat`` needs TensorFlow
+importable next to vzoo (it is no vzoo dependency; without it the tool says so and exits with 2) and runs
+the TensorFlow round trip of :mod:`vzoo.benchmarks._moat_tf` instead of steps 2–5: release-layout TF1
+checkpoint, ``tools/convert.py``, timm's pretrained path, logits and the res2..res5 endpoints compared.
+
 ``--markdown FILE`` rewrites this family's block (between ``<!-- parity:FAMILY -->`` markers) of the
 "Parity with the official implementations" section of FILE, creating the section if it is missing,
 with the date, the device and the command; the rest of FILE (``tools/benchmark.py``'s sections) is kept.
@@ -126,6 +131,9 @@ class Family:
     # (official, vzoo, input) -> [(label, official tensor, vzoo tensor)]: more comparisons, one row each
     inner: Optional[Callable[[nn.Module, nn.Module, torch.Tensor], list]] = None
     notes: str = ""
+    # a non-PyTorch official model runs its whole round trip itself:
+    # (namespace, variant, img_size, batch, seed, workdir) -> (input, official out, vzoo out, inner rows)
+    round_trip: Optional[Callable[[object, str, int, int, int, str], tuple]] = None
 
 
 def _image_input(variant, batch, size, g):
@@ -284,8 +292,48 @@ ULSAM = Family(
           f"'attention maps' rows compare the g softmax maps A, whose term x * A is ~1/(H*W) of the output")
 
 
+# MOAT (TensorFlow) ---------------------------------------------------------------------------------
+def _load_moat(root, rel):
+    from vzoo.benchmarks._moat_tf import load_official_moat  # imports TensorFlow (not a vzoo dependency)
+    return load_official_moat(root)
+
+
+def _convert_tf(variant, src, dst):
+    """``tools/convert.py moat --src SRC --dst DST --variant VARIANT``, in this process."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("_vzoo_convert_tool", ROOT / "tools" / "convert.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    try:
+        tool.main(["moat", "--src", src, "--dst", dst, "--variant", variant])
+    except SystemExit as e:  # the tool's refusals: one row's error, not the end of the run
+        raise RuntimeError(f"tools/convert.py: {e}") from None
+
+
+def _moat_round_trip(ns, variant, img_size, batch, seed, workdir):
+    from vzoo.benchmarks._moat_tf import run_check
+    return run_check(ns, variant, img_size, batch, seed, workdir, convert=_convert_tf)
+
+
+def _not_torch(*a, **k):
+    raise RuntimeError("the MOAT release is TensorFlow: its round trip is Family.round_trip")
+
+
+MOAT = Family(
+    repo="google-research/deeplab2", candidates=("model/pixel_encoder/moat.py",),
+    variants=("tiny_moat_0", "tiny_moat_1", "tiny_moat_2", "tiny_moat_3", "moat_0", "moat_1"),
+    extra_variants=("moat_2", "moat_3", "moat_4"),
+    load=_load_moat, build_official=_not_torch, save=_not_torch, round_trip=_moat_round_trip, img_size=256,
+    notes="the official model is TensorFlow (needs TensorFlow, not a vzoo dependency; Keras 3 API shims in "
+          "vzoo/benchmarks/_moat_tf.py, no arithmetic changed), built with deeplab2's own config (global "
+          "attention, shortcut pool 2, 1000 classes), random weights and BatchNorm moving statistics, saved as "
+          "a TF1 name-based checkpoint in the release's layout (with EMA copies and optimizer slots), converted "
+          "by tools/convert.py, loaded through timm; rows 'resN endpoint' compare deeplab2's res2..res5 "
+          "endpoints with vzoo's forward_intermediates; input NHWC for TF, the same values NCHW for vzoo")
+
+
 FAMILIES: Dict[str, Family] = {"van": VAN, "favit": FAVIT, "biformer": BIFORMER, "hat": HAT, "eca": ECA,
-                               "ulsam": ULSAM}
+                               "ulsam": ULSAM, "moat": MOAT}
 
 
 # ------------------------------------------------------------------------------------------- running
@@ -295,6 +343,19 @@ def check_variant(fam: Family, official_ns, variant: str, img_size: int, batch: 
     row = dict(variant=variant, input=None, max_abs=None, max_rel=None, shape=None, status=None)
     t0 = time.perf_counter()
     try:
+        if fam.round_trip is not None:
+            x, ref, out, inner = fam.round_trip(official_ns, variant, img_size, batch, seed, workdir)
+            row["input"] = "x".join(map(str, x.shape))
+            row.update(compare(out, ref))
+            row["shape"] = "x".join(map(str, out.shape))
+            row["status"] = "ok" if row["max_rel"] < tol else f"MISMATCH (>= {tol:g})"
+            for label, ref_t, out_t in inner:
+                sub = dict(variant=f"{variant} {label}", input=row["input"], **compare(out_t, ref_t),
+                           shape="x".join(map(str, out_t.shape)))
+                sub["status"] = "ok" if sub["max_rel"] < tol else f"MISMATCH (>= {tol:g})"
+                row.setdefault("inner", []).append(sub)
+            row["seconds"] = round(time.perf_counter() - t0, 1)
+            return row
         torch.manual_seed(seed)
         official = randomize_(fam.build_official(official_ns, variant), seed).eval()
         path = os.path.join(workdir, f"{variant}.pth")
@@ -434,7 +495,7 @@ def main(argv=None) -> int:
     p.add_argument("--list", action="store_true", help="list the families, their repositories and variants")
     p.add_argument("--official-src", help="local checkout of the family's official repository")
     p.add_argument("--variants", nargs="+", help="default: every released variant of the family")
-    p.add_argument("--img-size", type=int, help="input side (default: 224; HAT 48 LR pixels; ULSAM 56)")
+    p.add_argument("--img-size", type=int, help="input side (default: 224; HAT 48 LR pixels; ULSAM 56; MOAT 256)")
     p.add_argument("--batch", type=int, help="batch (default 2; 1 for BiFormer and HAT)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tol", type=float, default=DEFAULT_TOL, help="max relative error allowed (default 1e-4)")

@@ -54,9 +54,10 @@ The classification path is unaffected.
 **Checkpoints.** The release's ImageNet checkpoints are TensorFlow (``.tar.gz`` of a TF1 checkpoint):
 :func:`convert_tf_checkpoint` reads one with TensorFlow (the ``tf`` extra, ``pip install .[tf]``) and
 :func:`tf_to_vzoo_state_dict` maps its variables (``moat/block_02_00/attention/q/weight`` ...) onto
-vzoo's keys; ``tools/convert.py moat --src DIR --dst OUT --variant moat_0`` runs both. The TensorFlow
-round trip (reading a real checkpoint and comparing with the TF model's outputs) was not run here: no
-TensorFlow was available; the name/layout mapping is tested on arrays with the TF names and shapes.
+vzoo's keys; ``tools/convert.py moat --src DIR --dst OUT.safetensors --variant moat_0`` runs both. The
+TensorFlow round trip is checked by ``tools/parity.py moat`` (deeplab2's own TF model with random weights,
+saved in the release's TF1 layout, converted and compared: max relative error ~1e-6 fp32, see
+``docs/benchmarks.md``); the released files themselves were not downloaded here.
 """
 from __future__ import annotations
 
@@ -542,10 +543,11 @@ def tf_to_vzoo_state_dict(variables: Mapping[str, "np.ndarray"], use_ema: bool =
             out[prefix + f"{module}.{_BN_LEAVES[leaf]}"] = t
             if leaf == "moving_mean":
                 out[prefix + f"{module}.num_batches_tracked"] = torch.tensor(0, dtype=torch.long)
+        elif leaf == "depthwise_kernel" or (leaf == "kernel" and module == "dw_conv"):
+            # Keras 2 (the release) names the depthwise kernel 'depthwise_kernel', Keras 3 'kernel'
+            out[prefix + f"{module}.weight"] = _conv(t, depthwise=True)
         elif leaf == "kernel":
             out[prefix + f"{module}.weight"] = t[0, 0].t().contiguous() if module == "head" else _conv(t)
-        elif leaf == "depthwise_kernel":
-            out[prefix + f"{module}.weight"] = _conv(t, depthwise=True)
         elif leaf == "bias":
             out[prefix + f"{module}.bias"] = t
         else:
@@ -576,9 +578,8 @@ def convert_tf_checkpoint(src: str, use_ema: bool = False) -> Dict[str, torch.Te
 
     ``src``: the released ``.tar.gz`` (unpacked to a temporary directory), a directory holding the
     checkpoint, or a checkpoint prefix (``.../model.ckpt`` with ``.index``/``.data-*`` beside it).
-    Needs TensorFlow (``pip install .[tf]``). The TensorFlow round trip was not run here (no TensorFlow
-    was available): this is written from deeplab2's variable names, and the mapping it feeds,
-    :func:`tf_to_vzoo_state_dict`, is tested on arrays with those names and shapes."""
+    Needs TensorFlow (``pip install .[tf]``). Checked against deeplab2's TF model on a checkpoint in the
+    release's layout by ``tools/parity.py moat``."""
     try:
         import tensorflow as tf
     except ImportError:
