@@ -12,14 +12,16 @@ Peak memory, in MiB above what was in use before the first timed call:
 """
 from __future__ import annotations
 
+import json
 import platform
+import sys
 import statistics
 import time
 from typing import Callable, Optional
 
 import torch
 
-__all__ = ["measure", "device_name"]
+__all__ = ["measure", "device_name", "progress"]
 
 
 def _proc_status_kb(field: str) -> Optional[int]:
@@ -83,3 +85,9 @@ def device_name(device="cpu") -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+
+
+def progress(row: dict) -> dict:
+    """Print one finished row to stderr as it comes (a run stopped by a time limit keeps what it measured)."""
+    print("row " + json.dumps(row, default=str), file=sys.stderr, flush=True)
+    return row

@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 
 from ._official import find_official_file, import_official, stand_in
-from ._timing import measure
+from ._timing import measure, progress
 
 DESCRIPTION = "bra: bi-level routing attention (vzoo triton / torch / reference vs official gather), fwd, fwd+bwd, memory; BiFormer vs official"
 
@@ -173,7 +173,7 @@ def run(args):
                         row.update(fwdbwd_ms=rb["ms"], fwdbwd_peak_mb=rb["peak_mb"])
                 except Exception as e:  # a backend that cannot run here: say why, keep going
                     row["note"] = f"{type(e).__name__}: {str(e).splitlines()[0][:100]}"
-                case_rows.append(row)
+                case_rows.append(progress(row))
             ref = next((r for r in case_rows if r["backend"] == "official" and "fwd_ms" in r), None)
             if ref is not None:
                 for r in case_rows:

@@ -6,7 +6,7 @@ architecture, on the same weights, in one run.
 Cases (per model): the whole LR image at ``--lr-size``², and ``--tiled-size``² processed in tiles of
 ``--tile`` LR pixels overlapping by ``--tile-overlap`` (the official example tiles by 256). Both
 implementations get the same input, padded to the window by reflection and cropped as the official
-test does; tiles go through the same tiler, :func:`vzoo.tasks.restoration.tiled_forward` (``--tile``
+test does; tiles go through the same tiler, :func:`vzoo.layers.tiled_forward` (``--tile``
 LR pixels, neighbours overlapping by ``--tile-overlap``), so memory is bounded by one tile.
 
 The official code is not part of vzoo: ``--official-src`` names a local checkout of
@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ._official import OfficialSourceError, find_official_file, official_imports, stand_in
-from ._timing import measure
+from ._timing import measure, progress
 
 DESCRIPTION = "hat: HAT x4 SR inference time/peak memory, full and tiled, vzoo vs official (--official-src)"
 
@@ -46,7 +46,7 @@ def add_arguments(p):
     p.add_argument("--tiled-size", type=int, default=1024, help="LR side of the tiled case (0: skip)")
     p.add_argument("--tile", type=int, default=256, help="tile side in LR pixels (official example: 256)")
     p.add_argument("--tile-overlap", type=int, default=32,
-                   help="overlap of neighbouring tiles in LR pixels (vzoo.tasks.restoration.tiled_forward)")
+                   help="overlap of neighbouring tiles in LR pixels (vzoo.layers.tiled_forward)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     p.add_argument("--attn-backend", default="auto", choices=["auto", "reference", "na2d"])
@@ -111,7 +111,7 @@ def run(args):
     import timm
     import vzoo  # noqa: F401
     from vzoo.models.hat import checkpoint_filter_fn
-    from vzoo.tasks.restoration.model import tiled_forward
+    from vzoo.layers.tiling import tiled_forward
 
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     Official = load_official_hat(args.official_src) if args.official_src else None
@@ -152,6 +152,7 @@ def run(args):
                 rows.append(dict(model=name, impl=impl, case=case, out=f"{size * scale}x{size * scale}",
                                  ms=round(r["ms"], 1), peak_mb=None if r["peak_mb"] is None else round(r["peak_mb"]),
                                  max_abs_diff_vs_official=None, max_rel_diff_vs_official=None))
+                progress(rows[-1])
                 model.to("cpu")
             if "official" in outs:
                 diff = (outs["vzoo"] - outs["official"]).abs().max().item()

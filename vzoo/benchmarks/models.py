@@ -4,7 +4,7 @@ from __future__ import annotations
 import timm
 import torch
 
-from ._timing import measure
+from ._timing import measure, progress
 
 DESCRIPTION = "models: images/s and peak memory of timm.create_model(NAME) at given input sizes"
 
@@ -62,6 +62,6 @@ def run(args):
                 t = measure(step, args.device, args.warmup, args.iters)
                 model.zero_grad(set_to_none=True)
                 row.update(train_img_s=args.batch_size / t["ms"] * 1e3, train_peak_mb=t["peak_mb"])
-            rows.append(row)
+            rows.append(progress(row))
         del model
     return rows

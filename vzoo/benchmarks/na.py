@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from ._timing import measure
+from ._timing import measure, progress
 
 DESCRIPTION = "na: neighborhood attention (vzoo torch / triton) vs natten vs dense SDPA, fwd and fwd+bwd"
 
@@ -117,7 +117,7 @@ def run(args):
                         row.update(fwdbwd_ms=rb["ms"], fwdbwd_peak_mb=rb["peak_mb"])
                 except Exception as e:  # a backend that cannot run this case: say why, keep going
                     row["note"] = (row.get("note", "") + f" {type(e).__name__}: {str(e).splitlines()[0][:90]}").strip()
-                rows.append(row)
+                rows.append(progress(row))
             for row in rows[-len(backends):]:
                 if "fwd_ms" in row:
                     for ref in ("natten", "sdpa"):
