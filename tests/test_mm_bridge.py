@@ -1,4 +1,6 @@
 """vzoo.mm: VZooBackbone in mmdet's and mmseg's registries, for any timm-registered model."""
+import re
+
 import pytest
 import timm
 import torch
@@ -99,6 +101,23 @@ def test_pretrained_init_cfg_loads_the_classifier_checkpoint(tmp_path):
     bb2.init_weights()
     with torch.no_grad():
         torch.testing.assert_close(bb2.eval()(x)[1], want[1], rtol=0, atol=0)
+
+    # a detector's own checkpoint: a VZooBackbone's weights (no classifier) under "backbone.body."
+    det_sd = {"backbone.body." + k: v for k, v in bb.body.state_dict().items()}
+    det2 = tmp_path / "det2.pth"
+    torch.save(det_sd, det2)
+    bb3 = VZooBackbone("poolformer_s12", out_indices=(1, 3),
+                       init_cfg=dict(type="Pretrained", checkpoint=str(det2), prefix="backbone.body."))
+    bb3.init_weights()
+    with torch.no_grad():
+        torch.testing.assert_close(bb3.eval()(x)[1], want[1], rtol=0, atol=0)
+    # ... and it is still checked strictly: a missing backbone weight is named
+    missing = sorted(det_sd)[-1]
+    torch.save({k: v for k, v in det_sd.items() if k != missing}, det2)
+    bb4 = VZooBackbone("poolformer_s12", out_indices=(1, 3),
+                       init_cfg=dict(type="Pretrained", checkpoint=str(det2), prefix="backbone.body."))
+    with pytest.raises(Exception, match=re.escape(missing[len("backbone.body."):])):
+        bb4.init_weights()
 
 
 def test_pretrained_with_missing_keys_fails_naming_them(tmp_path):

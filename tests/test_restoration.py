@@ -224,3 +224,23 @@ def test_tiled_equals_untiled(scale, shape):
     model = SRModel(arch=f"vzoo_test_tiny_sr_x{scale}", tile=dict(size=16, overlap=8)).eval()
     with torch.no_grad():
         assert (model.restore(x) - model.net(x)).abs().max() < 1e-5
+
+
+def test_bicubic_residual_starts_at_bicubic():
+    """residual='bicubic' from scratch: the last conv is zeroed, so the untrained model returns the
+    MATLAB-bicubic upsampling exactly (and still learns: the zeroed layer gets gradients)."""
+    from vzoo.tasks.restoration.imresize import imresize
+    torch.manual_seed(0)
+    model = SRModel(arch="hat_s_x2", residual="bicubic",
+                    arch_kwargs=dict(embed_dim=12, depths=(1,), num_heads=(2,), window_size=4, compress_ratio=3,
+                                     squeeze_factor=4, num_feat=8)).eval()
+    x = torch.rand(1, 3, 12, 12)
+    with torch.no_grad():
+        assert torch.allclose(model.restore(x), imresize(x, scale=2), atol=1e-6)
+    last = [m for m in model.net.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    model.train()
+    model._sr(x).sum().backward()
+    assert last.weight.grad.abs().sum() > 0
+    plain = SRModel(arch="hat_s_x2", arch_kwargs=dict(embed_dim=12, depths=(1,), num_heads=(2,), window_size=4,
+                                                      compress_ratio=3, squeeze_factor=4, num_feat=8))
+    assert [m for m in plain.net.modules() if isinstance(m, torch.nn.Conv2d)][-1].weight.abs().sum() > 0

@@ -26,8 +26,8 @@ from vzoo.tasks.engine import (  # noqa: E402
 import _toolchain_hooks  # noqa: E402,F401  (registers the test hooks)
 
 CLS_CONFIG = ROOT / "configs/classification/demo_digits.py"
-DET_CONFIG = ROOT / "configs/detection/demo_shapes_fcos_regnetx002.py"
-SEG_CONFIG = ROOT / "configs/segmentation/demo_shapes_fpn_regnetx002.py"
+DET_CONFIG = ROOT / "configs/detection/demo_shapes_fcos_resnet10t.py"
+SEG_CONFIG = ROOT / "configs/segmentation/demo_shapes_fpn_resnet10t.py"
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +89,7 @@ def test_classification_train_test_curves_and_show_dir(tmp_path, data):
 def test_detection_train_and_test(tmp_path, data):
     coco = osp.join(data["shapes"], "coco") + "/"
     wd = tmp_path / "det"
-    opts = ["model.backbone.model=test_efficientnet", "model.neck.in_channels=[32,48,64]",
-            "train_dataloader.dataset.data_root=" + coco, "val_dataloader.dataset.data_root=" + coco,
+    opts = ["train_dataloader.dataset.data_root=" + coco, "val_dataloader.dataset.data_root=" + coco,
             "test_dataloader.dataset.data_root=" + coco,
             "val_evaluator.ann_file=" + coco + "annotations/instances_val.json",
             "test_evaluator.ann_file=" + coco + "annotations/instances_val.json",
@@ -108,8 +107,7 @@ def test_detection_train_and_test(tmp_path, data):
 def test_segmentation_train_and_test(tmp_path, data):
     ade = osp.join(data["shapes"], "ade")
     wd = tmp_path / "seg"
-    opts = ["model.backbone.model=test_efficientnet", "model.neck.in_channels=[24,32,48,64]",
-            "model.data_preprocessor.size=[64,64]",
+    opts = ["model.data_preprocessor.size=[64,64]",
             "train_dataloader.dataset.data_root=" + ade, "val_dataloader.dataset.data_root=" + ade,
             "test_dataloader.dataset.data_root=" + ade, "train_dataloader.batch_size=2",
             "train_cfg.max_iters=4", "train_cfg.val_interval=4", "default_hooks.checkpoint.interval=4"]

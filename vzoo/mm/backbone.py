@@ -35,7 +35,8 @@ class VZooBackbone(BaseModule):
             classification checkpoint the way ``timm.create_model(model, pretrained=True,
             pretrained_cfg_overlay=dict(file=PATH))`` does (the family's ``checkpoint_filter_fn``
             maps official keys; a file that misses backbone weights is an error). ``prefix`` picks
-            the backbone out of a detector/segmentor checkpoint.
+            the backbone out of a detector/segmentor checkpoint: a classifier's keys (loaded as above)
+            or a VZooBackbone's own feature-model keys (all of them must be there).
         pad_to: inputs are zero-padded (bottom/right) to a multiple of this and every output is
             cropped back to ``ceil(size / stride)``; ``None`` uses the model's largest reduction.
         **model_kwargs: passed to ``timm.create_model`` (e.g. ``drop_path_rate``).
@@ -93,6 +94,19 @@ class VZooBackbone(BaseModule):
             if not sd:
                 raise CheckpointError(f"VZooBackbone: no key of {ckpt!r} starts with prefix={prefix!r}")
             overlay = dict(state_dict=sd)
+            body_sd = self.body.state_dict()
+            missing = [k for k in body_sd if k not in sd]
+            if missing and len(missing) < len(body_sd) / 2:
+                raise CheckpointError(
+                    f"VZooBackbone: {ckpt!r} (prefix {prefix!r}) holds {self.model_name}'s feature-model weights "
+                    f"but misses {len(missing)} of them: {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
+            if not missing:
+                # a VZooBackbone's own weights (a detector/segmentor trained with this backbone): the
+                # feature model's keys as they are; stages past the last out index are not needed
+                self.body.load_state_dict({k: sd[k] for k in body_sd})
+                print_log(f"VZooBackbone: loaded {self.model_name} from {ckpt} (prefix {prefix!r})", logger="current")
+                self._is_init = True
+                return
         else:
             overlay = dict(file=ckpt)
         # Loaded exactly as timm.create_model(name, pretrained=True) loads it: family filter fn and a

@@ -15,13 +15,16 @@
 * ``make_sr(root)``: scikit-image's sample photographs as an SR set, HR only:
   ``root/{train,val}/HR/*.png`` (patches of ``patch``×``patch`` pixels, divisible by 2, 3 and 4; the
   LR images are made on the fly by the restoration dataset). Train and val come from different
-  photographs.
+  photographs; near-flat cells (luma std below ``min_std``) are skipped, as nothing is there to
+  super-resolve and their near-infinite PSNR would dominate an average taken in dB.
 
 Every generator is deterministic for a given seed, writes only if its output is missing or was made
-with other arguments (a ``.done`` stamp), and returns the root. Tests call them at tiny sizes.
+with other arguments or by another version of the generator (a ``.done`` stamp), and returns the
+root. Tests call them at tiny sizes.
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -36,8 +39,15 @@ __all__ = ["SHAPE_CLASSES", "make_scene", "make_digits", "make_shapes", "make_sr
 
 SHAPE_CLASSES = ("circle", "square", "triangle")
 
+# Bump when a generator's output changes for the same arguments: the stamp then no longer matches
+# and existing data is made again.
+_VERSIONS = dict(digits=1, shapes=2, sr=2)
+
 
 def _stamped(root: str, params: dict) -> bool:
+    """True if ``root`` holds data made with ``params`` (and the current generator version); else
+    empty ``root`` so that it can be made again."""
+    params = dict(params, version=_VERSIONS[params["kind"]])
     stamp = osp.join(root, ".done")
     if osp.isfile(stamp):
         with open(stamp) as f:
@@ -51,7 +61,7 @@ def _stamped(root: str, params: dict) -> bool:
 
 def _stamp(root: str, params: dict) -> None:
     with open(osp.join(root, ".done"), "w") as f:
-        json.dump(params, f)
+        json.dump(dict(params, version=_VERSIONS[params["kind"]]), f)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -136,7 +146,6 @@ def make_scene(rng: np.random.Generator, h: int = 128, w: int = 128, max_objects
     inst: List[List] = []  # [cls, full mask, visible mask]
     n = int(rng.integers(1, max_objects + 1))
     smin = min(h, w)
-    yy, xx = np.mgrid[0:h, 0:w]
     tries = 0
     while len(inst) < n and tries < 4 * n:
         tries += 1
@@ -151,8 +160,9 @@ def make_scene(rng: np.random.Generator, h: int = 128, w: int = 128, max_objects
         color = rng.uniform(0, 255, 3)
         if np.abs(img[mask].mean(0) - color).sum() < 150:
             color = np.where(img[mask].mean(0) > 128, rng.uniform(0, 60, 3), rng.uniform(195, 255, 3))
-        shade = 1 + 0.12 * np.sin(xx * rng.uniform(0.1, 0.6) + yy * rng.uniform(0.1, 0.6))[..., None]
-        img = np.where(mask[..., None], color * shade + rng.normal(0, 5, (h, w, 3)), img)
+        ys, xs = np.nonzero(mask)  # paint only the shape's pixels (cheap: scenes are made by the thousand)
+        shade = 1 + 0.12 * np.sin(xs * rng.uniform(0.1, 0.6) + ys * rng.uniform(0.1, 0.6))[:, None]
+        img[ys, xs] = color * shade + rng.normal(0, 5, (len(ys), 3))
         for it in inst:
             it[2] = it[2] & ~mask
         inst.append([cls, mask, mask.copy()])
@@ -169,9 +179,13 @@ def _polygons(mask: np.ndarray) -> List[List[float]]:
     return polys
 
 
-def make_shapes(root: str, n_train: int = 400, n_val: int = 100, size: Tuple[int, int] = (128, 128),
+def make_shapes(root: str, n_train: int = 2000, n_val: int = 200, size: Tuple[int, int] = (128, 128),
                 max_objects: int = 4, seed: int = 0) -> str:
-    """The shapes scenes in COCO format (``root/coco``) and ADE20K layout (``root/ade``)."""
+    """The shapes scenes in COCO format (``root/coco``) and ADE20K layout (``root/ade``).
+
+    2000 training scenes by default: a detector from scratch overfits 400 of them (box mAP 0.66 on
+    its training scenes, 0.42 on val) while more scenes cost nothing per training iteration, only
+    about 10 ms each to make. 200 val scenes keep the metric's noise small."""
     params = dict(kind="shapes", n_train=n_train, n_val=n_val, size=list(size), max_objects=max_objects, seed=seed)
     if _stamped(root, params):
         return root
@@ -188,8 +202,12 @@ def make_shapes(root: str, n_train: int = 400, n_val: int = 100, size: Tuple[int
         for i in range(n):
             img, inst = make_scene(rng, h, w, max_objects)
             name = f"{split}_{i:05d}"
-            Image.fromarray(img).save(osp.join(root, "coco", split, name + ".jpg"), quality=95)
-            Image.fromarray(img).save(osp.join(root, "ade", "images", ade_split, name + ".jpg"), quality=95)
+            buf = io.BytesIO()
+            Image.fromarray(img).save(buf, format="JPEG", quality=95)  # encoded once, written twice
+            for path in (osp.join(root, "coco", split, name + ".jpg"),
+                         osp.join(root, "ade", "images", ade_split, name + ".jpg")):
+                with open(path, "wb") as f:
+                    f.write(buf.getvalue())
             sem = np.zeros((h, w), np.uint8)
             images.append(dict(id=i + 1, file_name=name + ".jpg", height=h, width=w))
             for cls, m in inst:
@@ -204,8 +222,9 @@ def make_shapes(root: str, n_train: int = 400, n_val: int = 100, size: Tuple[int
                                  segmentation=polys))
             Image.fromarray(sem).save(osp.join(root, "ade", "annotations", ade_split, name + ".png"))
         with open(osp.join(root, "coco", "annotations", f"instances_{split}.json"), "w") as f:
-            json.dump(dict(images=images, annotations=anns, categories=cats,
-                           info=dict(description="vzoo procedural shapes")), f)
+            # json.dumps runs the C encoder; json.dump(obj, f) is the slow pure-Python one
+            f.write(json.dumps(dict(images=images, annotations=anns, categories=cats,
+                                    info=dict(description="vzoo procedural shapes"))))
     _stamp(root, params)
     return root
 
@@ -213,9 +232,11 @@ def make_shapes(root: str, n_train: int = 400, n_val: int = 100, size: Tuple[int
 # ---------------------------------------------------------------------------------------------
 # super-resolution
 # ---------------------------------------------------------------------------------------------
-SR_TRAIN_PHOTOS = ("astronaut", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "retina",
-                   "stereo_motorcycle", "camera", "brick", "grass", "gravel", "coins", "moon")
-SR_VAL_PHOTOS = ("coffee", "colorwheel", "page", "clock")
+# Natural photographs (plus a scanned page and printed text): the synthetic ``colorwheel`` is left out,
+# its flat patches make a PSNR average meaningless. ``cat`` is ``chelsea`` again, so it is not used.
+SR_TRAIN_PHOTOS = ("chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "retina",
+                   "stereo_motorcycle", "camera", "brick", "grass", "gravel", "coins", "moon", "text")
+SR_VAL_PHOTOS = ("coffee", "astronaut", "page", "clock")
 
 
 def _photo(name: str) -> np.ndarray:
@@ -233,16 +254,17 @@ def _photo(name: str) -> np.ndarray:
 
 def make_sr(root: str, patch: int = 144, train_patches_per_photo: int = 8, val_patches_per_photo: int = 2,
             train_photos: Sequence[str] = SR_TRAIN_PHOTOS, val_photos: Sequence[str] = SR_VAL_PHOTOS,
-            max_side: int = 512) -> str:
+            max_side: int = 512, min_std: float = 8.0) -> str:
     """HR patches of scikit-image's photographs: ``root/train/HR`` and ``root/val/HR`` (disjoint photos).
-    Photos larger than ``max_side`` are first downscaled (area) to it; patches lie on a regular grid."""
+    Photos larger than ``max_side`` are first downscaled (area) to it; patches lie on a regular grid,
+    spread over the photo, skipping cells whose luma standard deviation is below ``min_std``."""
     if patch % 12:
         raise ValueError(f"make_sr: patch must be a multiple of 12 (divisible by scales 2, 3, 4), got {patch}")
     overlap = set(train_photos) & set(val_photos)
     if overlap:
         raise ValueError(f"make_sr: photos in both train and val: {sorted(overlap)}")
     params = dict(kind="sr", patch=patch, train=list(train_photos), val=list(val_photos),
-                  tpp=train_patches_per_photo, vpp=val_patches_per_photo, max_side=max_side)
+                  tpp=train_patches_per_photo, vpp=val_patches_per_photo, max_side=max_side, min_std=min_std)
     if _stamped(root, params):
         return root
     for split, photos, per in (("train", train_photos, train_patches_per_photo),
@@ -259,12 +281,14 @@ def make_sr(root: str, patch: int = 144, train_patches_per_photo: int = 8, val_p
             if H < patch or W < patch:
                 continue
             ny, nx = max(1, H // patch), max(1, W // patch)
-            cells = [(y, x) for y in range(ny) for x in range(nx)]
+            oy, ox = (H - ny * patch) // 2, (W - nx * patch) // 2
+            luma = arr.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+            cells = [(y, x) for y in range(ny) for x in range(nx)
+                     if luma[oy + y * patch:oy + (y + 1) * patch, ox + x * patch:ox + (x + 1) * patch].std() >= min_std]
             # spread the chosen cells over the photo
             pick = [cells[int(round(k * (len(cells) - 1) / max(1, per - 1)))] for k in range(min(per, len(cells)))]
             for k, (y, x) in enumerate(dict.fromkeys(pick)):
-                y0 = y * patch + (H - ny * patch) // 2
-                x0 = x * patch + (W - nx * patch) // 2
+                y0, x0 = oy + y * patch, ox + x * patch
                 Image.fromarray(arr[y0:y0 + patch, x0:x0 + patch]).save(osp.join(out, f"{name}_{k}.png"))
     _stamp(root, params)
     return root

@@ -60,7 +60,8 @@ class SRModel(BaseModel):
         residual: ``'none'`` (the network's output is the SR image, as HAT is published) or
             ``'bicubic'`` (the network predicts the difference to the MATLAB-bicubic upsampled input;
             faster to learn, for small demos). A network that adds a data mean back at its output
-            (HAT's ``mean`` buffer) has it subtracted then, so that the residual starts near zero.
+            (HAT's ``mean`` buffer) has it subtracted then, and a network trained from scratch has its
+            last convolution zeroed, so that training starts from the bicubic image itself.
         tile: ``dict(size=..., overlap=...)`` (LR pixels) for tiled inference in ``predict``; None or
             ``size=None`` processes whole images (configs keep ``dict(size=None, overlap=...)`` so that
             ``--cfg-options model.tile.size=256`` switches tiling on).
@@ -91,6 +92,11 @@ class SRModel(BaseModel):
         self.tile = dict(tile) if tile is not None else None
         self.net = self._build_net(arch, dict(arch_kwargs or {}), pretrained)
         self.scale = int(self.net.upscale)
+        if residual == "bicubic" and pretrained is None:
+            last = [m for m in self.net.modules() if isinstance(m, nn.Conv2d)][-1]
+            nn.init.zeros_(last.weight)  # residual 0 at the start: the output is the bicubic image
+            if last.bias is not None:
+                nn.init.zeros_(last.bias)
 
     @staticmethod
     def _build_net(arch: str, arch_kwargs: dict, pretrained: Optional[str]) -> nn.Module:

@@ -1,8 +1,11 @@
-# The demo's detector: FCOS (mmdet, unchanged) with timm's RegNetX-200MF from scratch through
-# VZooBackbone, on the procedural shapes (COCO format, 128x128, 3 classes; made by
-# `python tools/demo.py --data-only` under data/demo/shapes/coco). Narrow FPN/head (64 channels,
-# two convs, GN), levels P3-P5 (strides 8/16/32: the shapes are 20-60 px), FCOS's improvements
-# (center sampling, normalised boxes, centerness on the regression branch, GIoU). A few minutes on 2 CPU cores.
+# The demo's detector: FCOS (mmdet, unchanged) with a narrow timm ResNet-10-T from scratch through
+# VZooBackbone, on the procedural shapes (COCO format, 128x128, 3 classes, 2000 training scenes; made
+# by `python tools/demo.py --data-only` under data/demo/shapes/coco). Narrow FPN/head (64 channels,
+# two convs, GN), levels P3-P5 (strides 8/16/32: the shapes are 20-65 px), FCOS's improvements
+# (center sampling, normalised boxes, centerness on the regression branch, GIoU).
+# Measured on the shapes val set (same 750 iterations): RegNetX-200MF 0.26-0.49 box mAP (400 / 2000
+# scenes), this ResNet-10-T 0.71 with 2000 scenes: plain dense 3x3 convs learn faster from scratch
+# and cost less on a CPU than RegNetX's grouped ones. About 3 minutes on 2 CPU cores.
 _base_ = ['mmdet::_base_/default_runtime.py']
 custom_imports = dict(imports=['vzoo.mm'], allow_failed_imports=False)
 data_root = 'data/demo/shapes/coco/'
@@ -11,8 +14,11 @@ model = dict(
     type='FCOS',
     data_preprocessor=dict(type='DetDataPreprocessor', mean=[127.5, 127.5, 127.5], std=[64.0, 64.0, 64.0],
                            bgr_to_rgb=True, pad_size_divisor=32),
-    backbone=dict(type='VZooBackbone', model='regnetx_002', out_indices=(2, 3, 4), frozen_stages=-1, norm_eval=False),
-    neck=dict(type='FPN', in_channels=[56, 152, 368], out_channels=64, start_level=0, add_extra_convs=False,
+    # ResNet-10-T (deep tiered stem, one BasicBlock per stage) at half width: stages of 32/64/128/256
+    # channels; out_indices 2-4 are strides 8/16/32
+    backbone=dict(type='VZooBackbone', model='resnet10t', channels=(32, 64, 128, 256), out_indices=(2, 3, 4),
+                  frozen_stages=-1, norm_eval=False),
+    neck=dict(type='FPN', in_channels=[64, 128, 256], out_channels=64, start_level=0, add_extra_convs=False,
               num_outs=3),
     bbox_head=dict(
         type='FCOSHead', num_classes=len(classes), in_channels=64, stacked_convs=2, feat_channels=64,
@@ -54,7 +60,9 @@ test_dataloader = val_dataloader
 val_evaluator = dict(type='CocoMetric', ann_file=data_root + 'annotations/instances_val.json', metric='bbox',
                      format_only=False)
 test_evaluator = val_evaluator
-max_epochs = 12
+# 3 epochs of 250 iterations (2000 scenes, batch 8); box mAP on val after 1/2/3 epochs of a longer
+# schedule: 0.25/0.53/0.71. Validated once, at the end (tools/test.py evaluates the same set again).
+max_epochs = 3
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=max_epochs)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
@@ -66,7 +74,7 @@ param_scheduler = [
          convert_to_iter_based=True),
 ]
 default_hooks = dict(logger=dict(type='LoggerHook', interval=10),
-                     checkpoint=dict(type='CheckpointHook', interval=4, max_keep_ckpts=1))
+                     checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=1))
 env_cfg = dict(cudnn_benchmark=False)
 randomness = dict(seed=0)
 auto_scale_lr = dict(enable=False, base_batch_size=8)
