@@ -8,7 +8,6 @@ implementations"), with the commands that produced them.
 """
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest

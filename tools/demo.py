@@ -83,12 +83,11 @@ def _latest_checkpoint(work_dir: str) -> str:
 
 
 def save_backbone(ckpt: str, dst: str) -> None:
-    """The backbone tensors of our own training checkpoint (an mmengine file, so unpickled in full: it
-    was written by this run), saved as plain tensors that vzoo's safe loader accepts."""
-    import torch
-    sd = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
-    torch.save({k: v for k, v in sd.items() if k.startswith("backbone.")}, dst + ".tmp")
-    os.replace(dst + ".tmp", dst)
+    """The backbone tensors of a training checkpoint, saved as plain tensors (what ``VZooBackbone``'s
+    ``init_cfg=dict(type='Pretrained', prefix=...)`` loads)."""
+    from vzoo.tasks.engine.checkpoint import atomic_torch_save, load_runner_checkpoint
+    sd = load_runner_checkpoint(ckpt)["state_dict"]
+    atomic_torch_save({k: v for k, v in sd.items() if k.startswith("backbone.")}, dst)
 
 
 # ---- trivial baselines, computed from the held-out data -------------------------------------------

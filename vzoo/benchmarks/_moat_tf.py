@@ -37,7 +37,7 @@ import importlib
 import os
 import sys
 import types
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, List, Tuple
 
 import numpy as np
 import torch

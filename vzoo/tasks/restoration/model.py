@@ -7,7 +7,7 @@ takes an NCHW RGB batch in [0, 1] and returns it ``upscale`` times larger; it mu
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Optional, Union
 
 import torch
 import torch.nn as nn
