@@ -22,42 +22,26 @@ kernels also run on the CPU under ``TRITON_INTERPRET=1`` (set before triton is f
 from __future__ import annotations
 
 import functools
-import os
+from typing import Optional
 
 import torch
 
-__all__ = ["triton_available", "bra_triton", "routing_csr"]
+from .runtime import LOG2E, cannot_run_triton, cdiv, interpreting, pow2_block, require
 
-_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-
-
-@functools.lru_cache(maxsize=1)
-def _triton():
-    try:
-        import triton  # noqa: F401
-        import triton.language  # noqa: F401
-    except Exception:  # pragma: no cover - triton ships with torch's CUDA wheels
-        return None
-    return triton
+__all__ = ["cannot_run", "bra_triton", "routing_csr"]
 
 
-def _interpret() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
-def triton_available() -> bool:
-    """Triton importable and a CUDA device present (or the interpreter switched on)."""
-    return _triton() is not None and (torch.cuda.is_available() or _interpret())
+def cannot_run(device: torch.device, dtype: torch.dtype, soft_routing: bool = False) -> Optional[str]:
+    """Why the kernels cannot run routed attention on such tensors; None when they can."""
+    if soft_routing:
+        return "the kernels do not implement soft routing (r_weight; no released model uses it)"
+    return cannot_run_triton(device=device, dtype=dtype)
 
 
 @functools.lru_cache(maxsize=1)
 def _kernels():
     from . import bra_kernels as K
     return K
-
-
-def _pow2(x: int, lo: int = 16) -> int:
-    return max(lo, 1 << (int(x) - 1).bit_length())
 
 
 def routing_csr(r_idx: torch.Tensor):
@@ -89,9 +73,9 @@ def _geometry(q, v, n_win, num_heads):
 
 
 def _meta(q, T, D, DV):
-    return dict(BLOCK_T=min(64, _pow2(T)), BLOCK_D=_pow2(D), BLOCK_DV=_pow2(DV),
+    return dict(BLOCK_T=min(64, pow2_block(T)), BLOCK_D=pow2_block(D), BLOCK_DV=pow2_block(DV),
                 PREC="ieee" if q.dtype == torch.float32 else "tf32",
-                DOT_F32=_interpret() and q.dtype == torch.bfloat16)
+                DOT_F32=interpreting() and q.dtype == torch.bfloat16)
 
 
 def _forward(q, k, v, idx, n_win, num_heads, scale):
@@ -101,10 +85,10 @@ def _forward(q, k, v, idx, n_win, num_heads, scale):
     o = torch.empty(B, H, W, num_heads * DV, device=q.device, dtype=q.dtype)
     lse = torch.empty(B, num_heads, H, W, device=q.device, dtype=torch.float32)
     meta = _meta(q, T, D, DV)
-    grid = (B * n_win * n_win * triton_cdiv(T, meta["BLOCK_T"]), num_heads)
+    grid = (B * n_win * n_win * cdiv(T, meta["BLOCK_T"]), num_heads)
     K.bra_fwd[grid](q, k, v, o, lse, idx,
                     *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *o.stride()[:3], *lse.stride()[:3],
-                    n_win, RH, RW, T, topk, D, DV, scale * K.LOG2E, **meta)
+                    n_win, RH, RW, T, topk, D, DV, scale * LOG2E, **meta)
     return o, lse
 
 
@@ -119,30 +103,26 @@ def _backward(q, k, v, o, lse, idx, do, n_win, num_heads, scale):
     dv = torch.empty(B, H, W, num_heads * DV, device=q.device, dtype=q.dtype)
     meta = _meta(q, T, D, DV)
     strides = (*q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *do.stride()[:3], *lse.stride()[:3])
-    geo = (n_win, RH, RW, T, topk, D, DV, scale * K.LOG2E, scale)
-    grid = (B * n_win * n_win * triton_cdiv(T, meta["BLOCK_T"]), num_heads)
+    geo = (n_win, RH, RW, T, topk, D, DV, scale * LOG2E, scale)
+    grid = (B * n_win * n_win * cdiv(T, meta["BLOCK_T"]), num_heads)
     K.bra_bwd_dq[grid](q, k, v, do, lse, delta, dq, idx, *strides, *geo, **meta)
     offsets, qreg = routing_csr(idx)
     K.bra_bwd_dkv[grid](q, k, v, do, lse, delta, dk, dv, offsets, qreg, *strides, *geo, **meta)
     return dq, dk, dv
 
 
-def triton_cdiv(a: int, b: int) -> int:
-    return -(-a // b)
-
-
 class _BRAFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, idx, n_win, num_heads, scale):
-        o, lse = _forward(q, k, v, idx, n_win, num_heads, scale)
+        o, lse = _forward(q, k, v, idx=idx, n_win=n_win, num_heads=num_heads, scale=scale)
         ctx.save_for_backward(q, k, v, o, lse, idx)
-        ctx.cfg = (n_win, num_heads, scale)
+        ctx.geometry = dict(n_win=n_win, num_heads=num_heads, scale=scale)
         return o
 
     @staticmethod
     def backward(ctx, do):
         q, k, v, o, lse, idx = ctx.saved_tensors
-        dq, dk, dv = _backward(q, k, v, o, lse, idx, do, *ctx.cfg)
+        dq, dk, dv = _backward(q, k, v, o=o, lse=lse, idx=idx, do=do, **ctx.geometry)
         return dq, dk, dv, None, None, None, None
 
 
@@ -151,14 +131,8 @@ def bra_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, r_idx: torch.T
     """Routed attention with the fused kernels; layouts of :func:`vzoo.layers.routed_attention`
     (``q``/``k`` ``(B, H, W, qk_dim)``, ``v`` ``(B, H, W, dim)``, NHWC views with unit channel stride
     are read in place; ``H``, ``W`` divisible by ``n_win``). Returns a contiguous ``(B, H, W, dim)``."""
-    if _triton() is None:
-        raise RuntimeError("bra_triton: triton is not importable; use backend='torch'")
-    if not (q.is_cuda or _interpret()):
-        raise ValueError("bra_triton: tensors must be on a CUDA device (or set TRITON_INTERPRET=1 before "
-                         "triton is imported to run the kernels on the CPU); use backend='torch'")
-    if q.dtype not in _DTYPES:
-        raise TypeError(f"bra_triton: dtype must be one of {_DTYPES}, got {q.dtype}; use backend='torch' "
-                        f"(e.g. for float64 gradcheck)")
+    require("bra_triton", cannot_run(device=q.device, dtype=q.dtype))
     idx = r_idx.to(torch.int32).contiguous()
+    # autograd.Function.apply takes its arguments by position only
     return _BRAFunction.apply(_chan_contig(q), _chan_contig(k), _chan_contig(v), idx, int(n_win),
                               int(num_heads), float(scale))

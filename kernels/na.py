@@ -22,31 +22,21 @@ the kernels also run on the CPU under ``TRITON_INTERPRET=1`` (set before triton 
 from __future__ import annotations
 
 import functools
-import math
-import os
+from typing import Optional
 
 import torch
 
-__all__ = ["triton_available", "na_triton"]
+from .geometry import window_bounds
+from .runtime import LOG2E, cannot_run_triton, cdiv, pow2_block, require
+
+__all__ = ["cannot_run", "na_triton"]
 
 
-@functools.lru_cache(maxsize=1)
-def _triton():
-    try:
-        import triton  # noqa: F401
-        import triton.language  # noqa: F401
-    except Exception:  # pragma: no cover - triton ships with torch's CUDA wheels
-        return None
-    return triton
-
-
-def _interpret() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
-def triton_available() -> bool:
-    """Triton importable and a CUDA device present (or the interpreter switched on)."""
-    return _triton() is not None and (torch.cuda.is_available() or _interpret())
+def cannot_run(device: torch.device, dtype: torch.dtype, spatial_dims: int) -> Optional[str]:
+    """Why the kernels cannot run a ``spatial_dims``-D problem on such tensors; None when they can."""
+    if spatial_dims not in (1, 2):
+        return f"there is no {spatial_dims}-D kernel (1-D and 2-D only)"
+    return cannot_run_triton(device=device, dtype=dtype)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -55,8 +45,7 @@ def triton_available() -> bool:
 @functools.lru_cache(maxsize=256)
 def _axis_table_cpu(length: int, kernel: int, stride: int, dilation: int, causal: bool):
     """int32 (4, d, P): lo, hi (window of each query), qmin, qmax (queries that see each key), per group."""
-    from vzoo.layers._na_torch import window_bounds
-    P = -(-length // dilation)
+    P = cdiv(length, dilation)
     tab = torch.zeros(4, dilation, P, dtype=torch.int32)
     for g in range(dilation):
         Lg = len(range(g, length, dilation))
@@ -78,7 +67,7 @@ def _axis_table(length, kernel, stride, dilation, causal, device):
     key = (length, kernel, stride, dilation, causal, str(device))
     t = _TABLES.get(key)
     if t is None:
-        t = _axis_table_cpu(length, kernel, stride, dilation, causal).to(device)
+        t = _axis_table_cpu(length=length, kernel=kernel, stride=stride, dilation=dilation, causal=causal).to(device)
         if len(_TABLES) > 512:
             _TABLES.clear()
         _TABLES[key] = t
@@ -98,25 +87,25 @@ def _kernels():
 # launcher + autograd
 # ---------------------------------------------------------------------------------------------------
 def _geom(q, kernel, stride, dilation, causal):
-    H, W = q.shape[1], q.shape[2]
-    TH = _axis_table(H, kernel[0], stride[0], dilation[0], causal[0], q.device)
-    TW = _axis_table(W, kernel[1], stride[1], dilation[1], causal[1], q.device)
-    return TH, TW
+    """The (rows, columns) host tables of a 2-D problem."""
+    return tuple(_axis_table(length=q.shape[1 + i], kernel=kernel[i], stride=stride[i], dilation=dilation[i],
+                             causal=causal[i], device=q.device) for i in range(2))
 
 
-def _block(c):
-    return max(16, 1 << (int(c) - 1).bit_length())
-
-
-def _common(q, k, v, rpb, kernel, dilation, scale):
+def _common(q, v, rpb, kernel, dilation, scale):
     B, H, W, NH, C = q.shape
     CV = v.shape[-1]
-    PH, PW = -(-H // dilation[0]), -(-W // dilation[1])
+    PH, PW = cdiv(H, dilation[0]), cdiv(W, dilation[1])
     rs = rpb.stride() if rpb is not None else (0, 0, 0)
     prec = "ieee" if q.dtype == torch.float32 else "tf32"
     return dict(H=H, W=W, NH=NH, C=C, CV=CV, PH=PH, PW=PW, DH=dilation[0], DW=dilation[1],
-                KH=kernel[0], KW=kernel[1], scale_log2=scale * 1.4426950408889634), rs, \
-        dict(HAS_RPB=rpb is not None, BLOCK_C=_block(C), BLOCK_CV=_block(CV), PREC=prec)
+                KH=kernel[0], KW=kernel[1], scale_log2=scale * LOG2E), rs, \
+        dict(HAS_RPB=rpb is not None, BLOCK_C=pow2_block(C), BLOCK_CV=pow2_block(CV), PREC=prec)
+
+
+def _strides(*tensors):
+    """The (batch, row, column, head) strides of each tensor, in the kernels' argument order."""
+    return tuple(s for t in tensors for s in t.stride()[:4])
 
 
 def _forward(q, k, v, rpb, kernel, stride, dilation, causal, scale):
@@ -124,18 +113,13 @@ def _forward(q, k, v, rpb, kernel, stride, dilation, causal, scale):
     B, H, W, NH, C = q.shape
     o = torch.empty(q.shape[:-1] + (v.shape[-1],), device=q.device, dtype=q.dtype)
     lse = torch.empty(q.shape[:-1], device=q.device, dtype=torch.float32)
-    TH, TW = _geom(q, kernel, stride, dilation, causal)
-    sizes, rs, consts = _common(q, k, v, rpb, kernel, dilation, scale)
+    TH, TW = _geom(q, kernel=kernel, stride=stride, dilation=dilation, causal=causal)
+    sizes, rs, consts = _common(q, v=v, rpb=rpb, kernel=kernel, dilation=dilation, scale=scale)
     PH, PW = sizes["PH"], sizes["PW"]
 
     def grid(meta):
-        return (dilation[0] * dilation[1] * -(-PH // meta["QBH"]) * -(-PW // meta["QBW"]), B * NH)
-    K["fwd"][grid](q, k, v, o, lse, rpb if rpb is not None else q, TH, TW,
-                   q.stride(0), q.stride(1), q.stride(2), q.stride(3),
-                   k.stride(0), k.stride(1), k.stride(2), k.stride(3),
-                   v.stride(0), v.stride(1), v.stride(2), v.stride(3),
-                   o.stride(0), o.stride(1), o.stride(2), o.stride(3),
-                   lse.stride(0), lse.stride(1), lse.stride(2), lse.stride(3), *rs,
+        return (dilation[0] * dilation[1] * cdiv(PH, meta["QBH"]) * cdiv(PW, meta["QBW"]), B * NH)
+    K["fwd"][grid](q, k, v, o, lse, rpb if rpb is not None else q, TH, TW, *_strides(q, k, v, o, lse), *rs,
                    **sizes, **consts)
     return o, lse
 
@@ -147,23 +131,19 @@ def _backward(q, k, v, o, lse, do, rpb, kernel, stride, dilation, causal, scale)
     delta = (do.float() * o.float()).sum(-1).contiguous()
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     drpb = torch.zeros(rpb.shape, device=q.device, dtype=torch.float32) if rpb is not None else None
-    TH, TW = _geom(q, kernel, stride, dilation, causal)
-    sizes, rs, consts = _common(q, k, v, rpb, kernel, dilation, scale)
+    TH, TW = _geom(q, kernel=kernel, stride=stride, dilation=dilation, causal=causal)
+    sizes, rs, consts = _common(q, v=v, rpb=rpb, kernel=kernel, dilation=dilation, scale=scale)
     PH, PW = sizes["PH"], sizes["PW"]
-    strides = (q.stride(0), q.stride(1), q.stride(2), q.stride(3),
-               k.stride(0), k.stride(1), k.stride(2), k.stride(3),
-               v.stride(0), v.stride(1), v.stride(2), v.stride(3),
-               o.stride(0), o.stride(1), o.stride(2), o.stride(3),
-               lse.stride(0), lse.stride(1), lse.stride(2), lse.stride(3)) + tuple(rs)
+    strides = _strides(q, k, v, o, lse) + tuple(rs)  # dq, dk, dv share q's, k's, v's; do shares o's
     rp = rpb if rpb is not None else q
     if rpb is not None and tuple(rpb.stride()) != tuple(drpb.stride()):
         raise RuntimeError("na_triton: rpb must be contiguous")
 
     def grid_q(meta):
-        return (dilation[0] * dilation[1] * -(-PH // meta["QBH"]) * -(-PW // meta["QBW"]), B * NH)
+        return (dilation[0] * dilation[1] * cdiv(PH, meta["QBH"]) * cdiv(PW, meta["QBW"]), B * NH)
 
     def grid_k(meta):
-        return (dilation[0] * dilation[1] * -(-PH // meta["KBH"]) * -(-PW // meta["KBW"]), B * NH)
+        return (dilation[0] * dilation[1] * cdiv(PH, meta["KBH"]) * cdiv(PW, meta["KBW"]), B * NH)
     dummy = drpb if drpb is not None else torch.zeros(1, device=q.device, dtype=torch.float32)
     Kn["dq"][grid_q](q, k, v, do, lse, delta, dq, rp, dummy, TH, TW, *strides,
                      **sizes, scale=scale, **consts)
@@ -174,34 +154,28 @@ def _backward(q, k, v, o, lse, do, rpb, kernel, stride, dilation, causal, scale)
 class _NAFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, rpb, kernel, stride, dilation, causal, scale):
-        o, lse = _forward(q, k, v, rpb, kernel, stride, dilation, causal, scale)
+        o, lse = _forward(q, k, v, rpb=rpb, kernel=kernel, stride=stride, dilation=dilation, causal=causal,
+                          scale=scale)
         ctx.save_for_backward(q, k, v, o, lse, rpb)
-        ctx.args = (kernel, stride, dilation, causal, scale)
+        ctx.geometry = dict(kernel=kernel, stride=stride, dilation=dilation, causal=causal, scale=scale)
         return o
 
     @staticmethod
     def backward(ctx, do):
         q, k, v, o, lse, rpb = ctx.saved_tensors
-        dq, dk, dv, drpb = _backward(q, k, v, o, lse, do, rpb, *ctx.args)
+        dq, dk, dv, drpb = _backward(q, k, v, o=o, lse=lse, do=do, rpb=rpb, **ctx.geometry)
         if drpb is not None:
             drpb = drpb.to(rpb.dtype)
         return dq, dk, dv, drpb, None, None, None, None, None
 
 
 def na_triton(q, k, v, kernel, stride, dilation, causal, scale, rpb=None):
-    """Neighborhood attention through the fused kernels; ``(B, [H,] W, heads, C)`` layout, 1-D or 2-D."""
-    if _triton() is None:
-        raise RuntimeError("na: backend='triton' needs the triton package")
-    if not (q.is_cuda or _interpret()):
-        raise ValueError("na: backend='triton' needs CUDA tensors (or TRITON_INTERPRET=1 for CPU testing); "
-                         f"got a tensor on {q.device}. Use backend='torch' on the CPU")
+    """Neighborhood attention through the fused kernels; ``(B, [H,] W, heads, C)`` layout, 1-D or 2-D.
+
+    Arguments as :func:`vzoo.layers.na2d` takes them once checked (per-axis tuples, a float ``scale``).
+    """
     n = q.dim() - 3
-    if n == 3:  # no 3-D kernel: the torch path (same semantics)
-        from vzoo.layers._na_torch import na_forward
-        return na_forward(q, k, v, kernel, stride, dilation, causal, scale, rpb)
-    if q.dtype == torch.float64:
-        raise TypeError("na: backend='triton' supports float16, bfloat16 and float32, got float64; "
-                        "use backend='torch'")
+    require("na_triton", cannot_run(device=q.device, dtype=q.dtype, spatial_dims=n))
     if n == 1:  # a 1-D problem is a 2-D one with a single row
         q, k, v = (t.unsqueeze(1) for t in (q, k, v))
         kernel, stride, dilation, causal = (1,) + kernel, (1,) + stride, (1,) + dilation, (False,) + causal
@@ -210,5 +184,6 @@ def na_triton(q, k, v, kernel, stride, dilation, causal, scale, rpb=None):
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     if rpb is not None:
         rpb = rpb.contiguous()
+    # autograd.Function.apply takes its arguments by position only
     o = _NAFunction.apply(q, k, v, rpb, tuple(kernel), tuple(stride), tuple(dilation), tuple(causal), float(scale))
     return o.squeeze(1) if n == 1 else o

@@ -166,9 +166,6 @@ def test_window_attention_by_category_equals_full_mask_math(hw):
 def test_na2d_backend_matches_reference():
     """The shared na2d op (kernel = stride = window, Swin bias flipped) gives the reference's outputs
     and gradients."""
-    from vzoo.models.hat import _na2d_window_support
-    if not _na2d_window_support(8):
-        pytest.skip("vzoo.layers.na2d cannot run 8x8 windows with a bias here")
     model = _tiny(drop_path_rate=0.0, attn_backend="reference").train()
     with torch.no_grad():
         for n, p in model.named_parameters():
@@ -185,6 +182,21 @@ def test_na2d_backend_matches_reference():
         grads.append(model.groups[0].blocks[0].attn.relative_position_bias_table.grad.clone())
     torch.testing.assert_close(outs[1], outs[0], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-3, atol=1e-6)
+
+
+def test_window_backend_goes_through_the_chooser():
+    """'na2d' where na2d cannot run (attention dropout in training) raises with the reason; 'auto' falls back
+    to the reference there (and keeps it on the CPU); the chooser reads only the device type."""
+    from vzoo.layers._backend import WINDOW_BACKENDS, choose_backend
+    model = _tiny(drop_path_rate=0.0, attn_drop_rate=0.1, attn_backend="na2d").train()
+    x = torch.rand(1, 3, 16, 16)
+    with pytest.raises(ValueError, match=r"HAT: backend='na2d' cannot run here: na2d has no attention dropout"):
+        model(x)
+    model.eval()(x)  # no dropout in eval: na2d runs
+    cuda = torch.device("cuda")
+    assert choose_backend("HAT", "auto", WINDOW_BACKENDS, device=cuda, attn_dropout=0.1) == "reference"
+    assert choose_backend("HAT", "auto", WINDOW_BACKENDS, device=cuda, attn_dropout=0.0) == "na2d"
+    assert choose_backend("HAT", "auto", WINDOW_BACKENDS, device=torch.device("cpu"), attn_dropout=0.0) == "reference"
 
 
 # ------------------------------------------------------------------------------ official checkpoints

@@ -3,14 +3,15 @@
 The reference (``dense_reference``) is full softmax attention over all tokens with an ``N x N`` mask
 written pair by pair from natten's mask definition; the torch path is the tiled ``O(N k^2)`` one.
 """
-import math
+import os
 import random
 
 import pytest
 import torch
 
 from vzoo.layers import na1d, na2d, na3d, na2d_av, na2d_qk, na1d_qk, na1d_av
-from vzoo.layers._na_torch import dense_reference, window_bounds
+from vzoo.kernels.geometry import window_bounds
+from vzoo.layers._na_torch import dense_reference
 
 try:
     import natten
@@ -172,6 +173,40 @@ def test_low_precision(dtype, tol):
 def test_auto_backend_on_cpu_is_torch():
     q, k, v = _qkv((8, 8), dtype=torch.float32)
     torch.testing.assert_close(na2d(q, k, v, 3), na2d(q, k, v, 3, backend="torch"), atol=0, rtol=0)
+
+
+def test_explicit_triton_on_3d_raises_with_the_reason():
+    """No 3-D kernel: a named backend that cannot run raises (it used to run torch silently)."""
+    q, k, v = _qkv((4, 5, 6), dtype=torch.float32)
+    with pytest.raises(ValueError, match=r"na3d: backend='triton' cannot run here: there is no 3-D kernel.*"
+                                         r"Allowed: \('triton', 'torch', 'natten'\)"):
+        na3d(q, k, v, 3, backend="triton")
+    torch.testing.assert_close(na3d(q, k, v, 3, backend="auto"), na3d(q, k, v, 3, backend="torch"), atol=0, rtol=0)
+
+
+@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") == "1", reason="the interpreter runs the kernels on the CPU")
+def test_explicit_triton_on_cpu_without_interpreter_raises():
+    q, k, v = _qkv((6, 6), dtype=torch.float32)
+    with pytest.raises(ValueError, match=r"na2d: backend='triton' cannot run here: .*CUDA tensors"):
+        na2d(q, k, v, 3, backend="triton")
+    with pytest.raises(ValueError, match="float16, bfloat16 and float32, got torch.float64"):
+        na2d(q.double(), k.double(), v.double(), 3, backend="triton")
+
+
+def test_auto_backend_falls_back_where_triton_cannot_run():
+    """The chooser on a CUDA device (only the device type is read): Triton first, torch where it cannot run."""
+    from vzoo.layers._backend import NA_BACKENDS, choose_backend
+    cuda = torch.device("cuda")
+    for requested in (None, "auto"):
+        assert choose_backend("na3d", requested, NA_BACKENDS, device=cuda, dtype=torch.float32, spatial_dims=3,
+                              has_rpb=False) == "torch"
+        assert choose_backend("na2d", requested, NA_BACKENDS, device=cuda, dtype=torch.float64, spatial_dims=2,
+                              has_rpb=True) == "torch"
+        assert choose_backend("na2d", requested, NA_BACKENDS, device=torch.device("cpu"), dtype=torch.float32,
+                              spatial_dims=2, has_rpb=False) == "torch"
+    with pytest.raises(ValueError, match="backend='triton' cannot run here: there is no 3-D kernel"):
+        choose_backend("na3d", "triton", NA_BACKENDS, device=cuda, dtype=torch.float32, spatial_dims=3,
+                       has_rpb=False)
 
 
 def test_any_head_dim_and_value_dim():

@@ -1,6 +1,8 @@
 """Bi-level routing attention: the torch backends against the reference (the release's math), an
 independent brute-force check of the routing semantics, gradcheck in float64, the module's auto_pad
 and argument checks."""
+import os
+
 import pytest
 import torch
 
@@ -101,6 +103,29 @@ def test_module_soft_and_param_routing_train():
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     a.sum().backward()
     assert m.router_proj.weight.grad is not None and m.router_proj.weight.grad.abs().sum() > 0
+
+
+def test_explicit_triton_that_cannot_run_raises_and_auto_falls_back():
+    """Soft routing has no kernel: 'triton' raises with the reason (the module used to swap to torch silently);
+    the automatic choice falls back to torch (the chooser reads only the device type)."""
+    from vzoo.layers._backend import ROUTING_BACKENDS, choose_backend
+    m = BiLevelRoutingAttention(16, num_heads=2, n_win=2, topk=2, param_routing=True, diff_routing=True,
+                                soft_routing=True)
+    x = torch.randn(1, 4, 4, 16)
+    with pytest.raises(ValueError, match=r"BiLevelRoutingAttention: backend='triton' cannot run here: .*soft routing"
+                                         r".*Allowed: \('triton', 'torch', 'reference'\)"):
+        m(x, backend="triton")
+    torch.testing.assert_close(m(x, backend="auto"), m(x, backend="torch"), rtol=0, atol=0)
+    cuda = torch.device("cuda")
+    for requested in (None, "auto"):
+        assert choose_backend("routed_attention", requested, ROUTING_BACKENDS, device=cuda, dtype=torch.float32,
+                              soft_routing=True) == "torch"
+        assert choose_backend("routed_attention", requested, ROUTING_BACKENDS, device=cuda, dtype=torch.float64,
+                              soft_routing=False) == "torch"
+    if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
+        q, k, v = _qkv(1, 4, 4, 2, 4, 4)
+        with pytest.raises(ValueError, match="routed_attention: backend='triton' cannot run here: .*CUDA tensors"):
+            bi_level_routing_attention(q, k, v, 2, 2, 2, backend="triton")
 
 
 def test_bad_arguments_name_the_argument():

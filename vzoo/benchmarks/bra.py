@@ -14,7 +14,8 @@ forward+backward, with peak memory, at BiFormer-S stage shapes (``cls224``: 224Â
 
 ``--official-src DIR`` (a checkout of ``rayleizhu/BiFormer``; its ``models/biformer.py`` imports ``einops``
 and ``timm``, which must be importable, and ``fairscale``, which gets a stand-in where missing) adds a
-whole-model row: images/s of vzoo's model and of the official one (``--model``, default ``biformer_tiny``) on the same weights, in one run.
+whole-model row: images/s of vzoo's model and of the official one (``--model``, default ``biformer_tiny``)
+on the same weights, in one run.
 
     python tools/benchmark.py bra                                      # CPU, cls224, forward
     python tools/benchmark.py bra --cases cls224 seg512 --device cuda --dtype bfloat16 --bwd
@@ -27,7 +28,8 @@ import torch
 from ._official import find_official_file, import_official, stand_in
 from ._timing import measure, progress
 
-DESCRIPTION = "bra: bi-level routing attention (vzoo triton / torch / reference vs official gather), fwd, fwd+bwd, memory; BiFormer vs official"
+DESCRIPTION = ("bra: bi-level routing attention (vzoo triton / torch / reference vs official gather), fwd, fwd+bwd, "
+               "memory; BiFormer vs official")
 
 # name -> list of (label, H, W, channels (= qk_dim), heads, n_win, topk): BiFormer-S routed stages
 CASES = {
@@ -97,7 +99,8 @@ def _runner(backend, q, k, v, n_win, topk, heads):
     if backend == "official":
         return lambda: official_bra(q, k, v, n_win, topk, heads, scale)
     from vzoo.layers import bi_level_routing_attention
-    return lambda: bi_level_routing_attention(q, k, v, n_win, topk, heads, scale, backend=backend)
+    return lambda: bi_level_routing_attention(q, k, v, n_win=n_win, topk=topk, num_heads=heads, scale=scale,
+                                              backend=backend)
 
 
 def load_official_biformer(src):

@@ -63,7 +63,7 @@ def add_arguments(p):
 def _runner(backend, q, k, v, kernel, stride, dilation, rpb):
     from vzoo.layers import na2d
     if backend in ("torch", "triton"):
-        return lambda: na2d(q, k, v, kernel, stride, dilation, rpb=rpb, backend=backend)
+        return lambda: na2d(q, k, v, kernel_size=kernel, stride=stride, dilation=dilation, rpb=rpb, backend=backend)
     if backend == "natten":
         import natten
         return lambda: natten.na2d(q, k, v, kernel, stride=stride, dilation=dilation)

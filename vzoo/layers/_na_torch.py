@@ -23,31 +23,15 @@ Compute and memory are ``O(N * region)`` = ``O(N * k^2)``, parallel over batch, 
 from __future__ import annotations
 
 import functools
+import itertools
 import math
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["window_bounds", "na_forward", "na_qk", "na_av", "dense_reference", "default_tile"]
+from vzoo.kernels.geometry import window_bounds  # the window arithmetic the Triton launcher uses too
 
-
-# ---------------------------------------------------------------------------------------------------
-# 1-D window arithmetic (shared with the Triton launcher)
-# ---------------------------------------------------------------------------------------------------
-def window_bounds(length: int, kernel: int, stride: int, causal: bool, x: Optional[torch.Tensor] = None):
-    """Inclusive key bounds ``(lo, hi)`` of each query ``x`` (dilation-group coordinates) of one axis."""
-    if x is None:
-        x = torch.arange(length)
-    if causal:
-        leader = torch.clamp((x // stride) * stride + stride - 1, max=length - 1)
-        lo = torch.clamp(leader - kernel + 1, min=0)
-        hi = x.clone()
-    else:
-        leader = torch.clamp((x // stride) * stride + stride // 2, max=length - 1)
-        lo = torch.clamp(leader - kernel // 2, min=0, max=length - kernel)
-        hi = lo + kernel - 1
-    return lo, hi
+__all__ = ["na_forward", "na_qk", "na_av", "dense_reference", "default_tile"]
 
 
 def default_tile(length: int, kernel: int, stride: int, target: int = 6) -> int:
@@ -226,16 +210,15 @@ def _from_groups(xg, shape, dilation):
     return x
 
 
-def _run_grouped(fn, tensors, dilation, out_channels):
-    """Apply ``fn(*tensors_in_group)`` (dilation 1) to every dilation group, reassembling the output."""
+def _run_grouped(core, tensors, dilation, out_channels):
+    """Apply ``core(*tensors_in_group)`` (dilation 1) to every dilation group, reassembling the output."""
     n = len(dilation)
     if all(d == 1 for d in dilation):
-        return fn(*tensors)
+        return core(*tensors)
     shape = tuple(tensors[0].shape[1:1 + n])
     groups = [_to_groups(t, dilation) for t in tensors]
     b, h = tensors[0].shape[0], tensors[0].shape[-2]
     classes = [_group_classes(shape[i], dilation[i]) for i in range(n)]
-    import itertools
     out = None
     for combo in itertools.product(*classes):
         sl = [slice(None)] + [slice(g0, g1) for g0, g1, _ in combo] + [slice(0, L) for _, _, L in combo]
@@ -244,7 +227,7 @@ def _run_grouped(fn, tensors, dilation, out_channels):
             s = g[tuple(sl)]
             ng = math.prod(g1 - g0 for g0, g1, _ in combo)
             subs.append(s.reshape([b * ng] + [L for _, _, L in combo] + list(s.shape[-2:])))
-        o = fn(*subs)
+        o = core(*subs)
         if out is None:
             gshape = list(groups[0].shape[:-1]) + [out_channels]
             out = o.new_zeros(gshape)
@@ -268,9 +251,10 @@ def _na_core(q, k, v, kernel, stride, causal, scale, rpb, tile):
     n = q.dim() - 3
     shape = tuple(q.shape[1:1 + n])
     tiles = _tiles_for(shape, kernel, stride, tile)
-    plan = _nd_plan(shape, kernel, stride, causal, tiles, rpb is not None, str(q.device))
+    plan = _nd_plan(shape=shape, kernel=kernel, stride=stride, causal=causal, tile=tiles, with_rpb=rpb is not None,
+                    device=str(q.device))
     if rpb is None or not (rpb.requires_grad and torch.is_grad_enabled()):
-        return _na_core_sdpa(q, k, v, plan, shape, scale, rpb)
+        return _na_core_sdpa(q=q, k=k, v=v, plan=plan, shape=shape, scale=scale, rpb=rpb)
     b, h = q.shape[0], q.shape[-2]
     qt = _tile_queries(q, plan)  # (T, B*h, tq, C)
     kt = _tile_regions(k, plan)  # (T, B*h, tk, C)
@@ -330,9 +314,9 @@ def _masked_rpb_idx(plan):
 
 def na_forward(q, k, v, kernel, stride, dilation, causal, scale, rpb=None, tile=None):
     """Neighborhood attention on ``(B, *S, heads, C)`` tensors (torch path, autograd through torch ops)."""
-    fn = functools.partial(_na_core, kernel=kernel, stride=stride, causal=causal, scale=scale, rpb=rpb,
-                           tile=tile)
-    return _run_grouped(fn, (q, k, v), dilation, v.shape[-1])
+    core = functools.partial(_na_core, kernel=kernel, stride=stride, causal=causal, scale=scale, rpb=rpb,
+                             tile=tile)
+    return _run_grouped(core, tensors=(q, k, v), dilation=dilation, out_channels=v.shape[-1])
 
 
 def _qk_core(q, k, kernel, rpb, tile):
@@ -340,7 +324,8 @@ def _qk_core(q, k, kernel, rpb, tile):
     shape = tuple(q.shape[1:1 + n])
     ones = (1,) * n
     tiles = _tiles_for(shape, kernel, ones, tile)
-    plan = _nd_plan(shape, kernel, ones, (False,) * n, tiles, rpb is not None, str(q.device))
+    plan = _nd_plan(shape=shape, kernel=kernel, stride=ones, causal=(False,) * n, tile=tiles,
+                    with_rpb=rpb is not None, device=str(q.device))
     b, h = q.shape[0], q.shape[-2]
     s = torch.matmul(_tile_queries(q, plan), _tile_regions(k, plan).transpose(-1, -2))  # (T, B*h, tq, tk)
     idx = _kernel_gather_idx(shape, kernel, tiles, str(q.device))  # (T, tq, K)
@@ -357,7 +342,8 @@ def _av_core(a, v, kernel, tile):
     shape = tuple(v.shape[1:1 + n])
     ones = (1,) * n
     tiles = _tiles_for(shape, kernel, ones, tile)
-    plan = _nd_plan(shape, kernel, ones, (False,) * n, tiles, False, str(v.device))
+    plan = _nd_plan(shape=shape, kernel=kernel, stride=ones, causal=(False,) * n, tile=tiles, with_rpb=False,
+                    device=str(v.device))
     at = _tile_queries(a, plan)  # (T, B*h, tq, K)
     idx = _kernel_gather_idx(shape, kernel, tiles, str(v.device))
     dense = at.new_zeros(at.shape[:-1] + (plan["tk"],))
@@ -368,14 +354,14 @@ def _av_core(a, v, kernel, tile):
 
 def na_qk(q, k, kernel, dilation, rpb=None, tile=None):
     """Unnormalised scores ``q . k`` (+ rpb) of every query with its ``prod(kernel)`` neighbours."""
-    fn = functools.partial(_qk_core, kernel=kernel, rpb=rpb, tile=tile)
-    return _run_grouped(fn, (q, k), dilation, math.prod(kernel))
+    core = functools.partial(_qk_core, kernel=kernel, rpb=rpb, tile=tile)
+    return _run_grouped(core, tensors=(q, k), dilation=dilation, out_channels=math.prod(kernel))
 
 
 def na_av(a, v, kernel, dilation, tile=None):
     """``sum_j a[..., j] * v[neighbour j]``: applies neighbourhood weights ``a`` to the values."""
-    fn = functools.partial(_av_core, kernel=kernel, tile=tile)
-    return _run_grouped(fn, (a, v), dilation, v.shape[-1])
+    core = functools.partial(_av_core, kernel=kernel, tile=tile)
+    return _run_grouped(core, tensors=(a, v), dilation=dilation, out_channels=v.shape[-1])
 
 
 # ---------------------------------------------------------------------------------------------------

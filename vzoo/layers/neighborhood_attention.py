@@ -20,9 +20,11 @@ an even ``kernel_size`` puts ``k/2`` keys before the query and ``k/2 - 1`` after
   (offsets in dilation-group coordinates). A Swin-style table indexed by ``x - y + w - 1`` is the same
   table flipped: pass ``swin_table.flip(-1, -2)``.
 
-Backends (``backend=``): ``"triton"`` (fused kernels in ``vzoo.kernels``; default for CUDA tensors),
-``"torch"`` (tiled matrix-multiply path, ``O(N k^2)`` memory; default elsewhere) and ``"natten"``
-(calls natten itself, for comparison; no rpb). See ``docs/kernels.md``.
+Backends (``backend=``): ``"triton"`` (fused kernels in ``vzoo.kernels``, 1-D and 2-D; default for CUDA
+tensors), ``"torch"`` (tiled matrix-multiply path, ``O(N k^2)`` memory; default elsewhere) and ``"natten"``
+(calls natten itself, for comparison; no rpb). ``None`` / ``"auto"`` choose, and fall back to ``"torch"``
+where Triton cannot run the problem; a named backend that cannot run it raises ``ValueError`` saying why
+(``vzoo.layers._backend``). See ``docs/kernels.md``.
 """
 from __future__ import annotations
 
@@ -31,101 +33,95 @@ from typing import Optional, Sequence, Union
 
 import torch
 
+from vzoo.kernels.na import na_triton
+
+from ._backend import NA_BACKENDS, choose_backend
+from ._na_torch import na_av, na_forward, na_qk
+
 __all__ = ["na1d", "na2d", "na3d", "na1d_qk", "na1d_av", "na2d_qk", "na2d_av", "na3d_qk", "na3d_av",
            "neighborhood_attention"]
 
-_BACKENDS = ("triton", "torch", "natten")
 IntOrTuple = Union[int, Sequence[int]]
 
 
 # ---------------------------------------------------------------------------------------------------
 # argument checks
 # ---------------------------------------------------------------------------------------------------
-def _tuple_arg(name, value, n, *, lo=1, fn="na"):
+def _tuple_arg(op_name, name, value, n, *, lo=1):
     if isinstance(value, bool):
-        raise TypeError(f"{fn}: {name} must be an int or a tuple of {n} ints, got {value!r}")
+        raise TypeError(f"{op_name}: {name} must be an int or a tuple of {n} ints, got {value!r}")
     if isinstance(value, int):
         value = (value,) * n
     try:
         value = tuple(value)
     except TypeError:
-        raise TypeError(f"{fn}: {name} must be an int or a tuple of {n} ints, got {value!r}") from None
+        raise TypeError(f"{op_name}: {name} must be an int or a tuple of {n} ints, got {value!r}") from None
     if len(value) != n or not all(isinstance(x, int) and not isinstance(x, bool) for x in value):
-        raise TypeError(f"{fn}: {name} must be an int or a tuple of {n} ints, got {value!r}")
+        raise TypeError(f"{op_name}: {name} must be an int or a tuple of {n} ints, got {value!r}")
     if any(x < lo for x in value):
-        raise ValueError(f"{fn}: {name} must be >= {lo} along every axis, got {value!r}")
+        raise ValueError(f"{op_name}: {name} must be >= {lo} along every axis, got {value!r}")
     return value
 
 
-def _causal_arg(value, n, fn):
+def _causal_arg(op_name, value, n):
     if isinstance(value, bool):
         return (value,) * n
     try:
         value = tuple(value)
     except TypeError:
-        raise TypeError(f"{fn}: is_causal must be a bool or a tuple of {n} bools, got {value!r}") from None
+        raise TypeError(f"{op_name}: is_causal must be a bool or a tuple of {n} bools, got {value!r}") from None
     if len(value) != n or not all(isinstance(x, bool) for x in value):
-        raise TypeError(f"{fn}: is_causal must be a bool or a tuple of {n} bools, got {value!r}")
+        raise TypeError(f"{op_name}: is_causal must be a bool or a tuple of {n} bools, got {value!r}")
     return value
 
 
-def _check_tensor(name, t, n, fn, what="(B, " + "{sp}" + ", heads, head_dim)"):
+def _check_tensor(op_name, name, t, n, what="(B, " + "{sp}" + ", heads, head_dim)"):
     spatial = {1: "L", 2: "H, W", 3: "D, H, W"}[n]
     layout = what.format(sp=spatial)
     if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{fn}: {name} must be a torch.Tensor of layout {layout}, got {type(t).__name__}")
+        raise TypeError(f"{op_name}: {name} must be a torch.Tensor of layout {layout}, got {type(t).__name__}")
     if t.dim() != n + 3:
-        raise ValueError(f"{fn}: {name} must be {n + 3}-D with layout {layout} (heads and head_dim last, "
+        raise ValueError(f"{op_name}: {name} must be {n + 3}-D with layout {layout} (heads and head_dim last, "
                          f"not channels-first), got shape {tuple(t.shape)}")
     if not t.is_floating_point():
-        raise TypeError(f"{fn}: {name} must be floating point (float16, bfloat16, float32, float64), "
+        raise TypeError(f"{op_name}: {name} must be floating point (float16, bfloat16, float32, float64), "
                         f"got {t.dtype}")
 
 
-def _check_same(fn, ref_name, ref, name, t, *, last_dim=True):
+def _check_same(op_name, ref_name, ref, name, t, *, last_dim=True):
     if t.dtype != ref.dtype:
-        raise TypeError(f"{fn}: {name} dtype {t.dtype} does not match {ref_name} dtype {ref.dtype}")
+        raise TypeError(f"{op_name}: {name} dtype {t.dtype} does not match {ref_name} dtype {ref.dtype}")
     if t.device != ref.device:
-        raise ValueError(f"{fn}: {name} is on {t.device} but {ref_name} is on {ref.device}")
+        raise ValueError(f"{op_name}: {name} is on {t.device} but {ref_name} is on {ref.device}")
     a = tuple(t.shape) if last_dim else tuple(t.shape[:-1])
     b = tuple(ref.shape) if last_dim else tuple(ref.shape[:-1])
     if a != b:
         what = "shape" if last_dim else "shape (all but the last dim)"
-        raise ValueError(f"{fn}: {name} {what} {tuple(t.shape)} does not match {ref_name} shape {tuple(ref.shape)}")
+        raise ValueError(f"{op_name}: {name} {what} {tuple(t.shape)} does not match {ref_name} shape "
+                         f"{tuple(ref.shape)}")
 
 
-def _check_geometry(fn, shape, kernel, stride, dilation):
+def _check_geometry(op_name, shape, kernel, stride, dilation):
     for i, (L, k, s, d) in enumerate(zip(shape, kernel, stride, dilation)):
         if k * d > L:
-            raise ValueError(f"{fn}: kernel_size * dilation ({k} * {d} = {k * d}) along axis {i} is larger "
+            raise ValueError(f"{op_name}: kernel_size * dilation ({k} * {d} = {k * d}) along axis {i} is larger "
                              f"than the input size {L}; use a smaller kernel_size or dilation")
         if s > k:
-            raise ValueError(f"{fn}: stride {s} along axis {i} must be <= kernel_size {k}")
+            raise ValueError(f"{op_name}: stride {s} along axis {i} must be <= kernel_size {k}")
 
 
-def _check_rpb(fn, rpb, heads, kernel, ref):
+def _check_rpb(op_name, rpb, heads, kernel, ref):
     if rpb is None:
         return
     if not isinstance(rpb, torch.Tensor) or not rpb.is_floating_point():
-        raise TypeError(f"{fn}: rpb must be a floating-point tensor of shape (heads, 2k-1, ...), got "
+        raise TypeError(f"{op_name}: rpb must be a floating-point tensor of shape (heads, 2k-1, ...), got "
                         f"{type(rpb).__name__ if not isinstance(rpb, torch.Tensor) else rpb.dtype}")
     want = (heads,) + tuple(2 * k - 1 for k in kernel)
     if tuple(rpb.shape) != want:
-        raise ValueError(f"{fn}: rpb must have shape (heads, 2*kernel_size-1 per axis) = {want}, "
+        raise ValueError(f"{op_name}: rpb must have shape (heads, 2*kernel_size-1 per axis) = {want}, "
                          f"got {tuple(rpb.shape)}")
     if rpb.device != ref.device:
-        raise ValueError(f"{fn}: rpb is on {rpb.device} but query is on {ref.device}")
-
-
-def _pick_backend(fn, backend, q):
-    if backend is None:
-        if q.is_cuda:
-            from vzoo.kernels import na as _kna  # noqa: F401  (imports triton lazily)
-            return "triton" if _kna.triton_available() else "torch"
-        return "torch"
-    if backend not in _BACKENDS:
-        raise ValueError(f"{fn}: backend must be one of {_BACKENDS} or None, got {backend!r}")
-    return backend
+        raise ValueError(f"{op_name}: rpb is on {rpb.device} but query is on {ref.device}")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -137,50 +133,47 @@ def neighborhood_attention(query, key, value, kernel_size, stride=1, dilation=1,
     if not isinstance(query, torch.Tensor):
         raise TypeError(f"na: query must be a torch.Tensor, got {type(query).__name__}")
     n = query.dim() - 3
-    fn = {1: "na1d", 2: "na2d", 3: "na3d"}.get(n, "na")
     if n not in (1, 2, 3):
         raise ValueError(f"na: query must be 4-D (B, L, heads, head_dim), 5-D (B, H, W, heads, head_dim) or "
                          f"6-D (B, D, H, W, heads, head_dim), got shape {tuple(query.shape)}")
-    return _na(fn, n, query, key, value, kernel_size, stride, dilation, is_causal, scale, rpb, backend, tile)
+    return _na(op_name=f"na{n}d", spatial_dims=n, query=query, key=key, value=value, kernel_size=kernel_size,
+               stride=stride, dilation=dilation, is_causal=is_causal, scale=scale, rpb=rpb, backend=backend,
+               tile=tile)
 
 
-def _na(fn, n, query, key, value, kernel_size, stride, dilation, is_causal, scale, rpb, backend, tile):
-    _check_tensor("query", query, n, fn)
-    _check_tensor("key", key, n, fn)
-    _check_tensor("value", value, n, fn)
-    _check_same(fn, "query", query, "key", key)
-    _check_same(fn, "query", query, "value", value, last_dim=False)
-    kernel = _tuple_arg("kernel_size", kernel_size, n, fn=fn)
-    stride = _tuple_arg("stride", stride, n, fn=fn)
-    dilation = _tuple_arg("dilation", dilation, n, fn=fn)
-    causal = _causal_arg(is_causal, n, fn)
-    shape = tuple(query.shape[1:1 + n])
-    _check_geometry(fn, shape, kernel, stride, dilation)
-    heads, head_dim = query.shape[-2], query.shape[-1]
-    _check_rpb(fn, rpb, heads, kernel, query)
+def _na(*, op_name, spatial_dims, query, key, value, kernel_size, stride, dilation, is_causal, scale, rpb,
+        backend, tile=None):
+    """Check the arguments of a ``spatial_dims``-D call, choose the backend and run it."""
+    n = spatial_dims
+    _check_tensor(op_name, "query", query, n)
+    _check_tensor(op_name, "key", key, n)
+    _check_tensor(op_name, "value", value, n)
+    _check_same(op_name, "query", query, "key", key)
+    _check_same(op_name, "query", query, "value", value, last_dim=False)
+    kernel = _tuple_arg(op_name, "kernel_size", kernel_size, n)
+    stride = _tuple_arg(op_name, "stride", stride, n)
+    dilation = _tuple_arg(op_name, "dilation", dilation, n)
+    causal = _causal_arg(op_name, is_causal, n)
+    _check_geometry(op_name, tuple(query.shape[1:1 + n]), kernel, stride, dilation)
+    num_heads, head_dim = query.shape[-2], query.shape[-1]
+    _check_rpb(op_name, rpb, num_heads, kernel, query)
     if scale is None:
         scale = head_dim ** -0.5
     elif not isinstance(scale, (int, float)) or isinstance(scale, bool):
-        raise TypeError(f"{fn}: scale must be a float or None, got {scale!r}")
-    backend = _pick_backend(fn, backend, query)
+        raise TypeError(f"{op_name}: scale must be a float or None, got {scale!r}")
+    backend = choose_backend(op_name, backend, NA_BACKENDS, device=query.device, dtype=query.dtype,
+                             spatial_dims=n, has_rpb=rpb is not None)
+    geometry = dict(kernel=kernel, stride=stride, dilation=dilation, causal=causal, scale=float(scale), rpb=rpb)
     if backend == "natten":
-        return _natten_call(fn, n, query, key, value, kernel, stride, dilation, causal, float(scale), rpb)
+        return _natten_call(spatial_dims=n, q=query, k=key, v=value, **geometry)
     if backend == "triton":
-        from vzoo.kernels import na as _kna
-        return _kna.na_triton(query, key, value, kernel, stride, dilation, causal, float(scale), rpb)
-    from ._na_torch import na_forward
-    return na_forward(query, key, value, kernel, stride, dilation, causal, float(scale), rpb, tile)
+        return na_triton(query, key, value, **geometry)
+    return na_forward(query, key, value, tile=tile, **geometry)
 
 
-def _natten_call(fn, n, q, k, v, kernel, stride, dilation, causal, scale, rpb):
-    if rpb is not None:
-        raise ValueError(f"{fn}: backend='natten' has no relative positional bias (natten >= 0.20 removed it); "
-                         f"use backend='torch' or 'triton'")
-    try:
-        import natten
-    except ImportError as e:
-        raise ImportError(f"{fn}: backend='natten' needs the natten package (pip install natten)") from e
-    op = {1: natten.na1d, 2: natten.na2d, 3: natten.na3d}[n]
+def _natten_call(*, spatial_dims, q, k, v, kernel, stride, dilation, causal, scale, rpb):
+    import natten  # optional, for comparison only: imported when asked for (the chooser checked it is there)
+    op = {1: natten.na1d, 2: natten.na2d, 3: natten.na3d}[spatial_dims]
     return op(q, k, v, kernel_size=kernel, stride=stride, dilation=dilation, is_causal=causal, scale=scale)
 
 
@@ -188,7 +181,8 @@ def na1d(query, key, value, kernel_size: IntOrTuple, stride: IntOrTuple = 1, dil
          is_causal=False, scale: Optional[float] = None, rpb: Optional[torch.Tensor] = None,
          backend: Optional[str] = None):
     """1-D neighborhood attention on ``(B, L, heads, head_dim)`` tensors; see :func:`na2d`."""
-    return _na("na1d", 1, query, key, value, kernel_size, stride, dilation, is_causal, scale, rpb, backend, None)
+    return _na(op_name="na1d", spatial_dims=1, query=query, key=key, value=value, kernel_size=kernel_size,
+               stride=stride, dilation=dilation, is_causal=is_causal, scale=scale, rpb=rpb, backend=backend)
 
 
 def na2d(query, key, value, kernel_size: IntOrTuple, stride: IntOrTuple = 1, dilation: IntOrTuple = 1,
@@ -206,58 +200,64 @@ def na2d(query, key, value, kernel_size: IntOrTuple, stride: IntOrTuple = 1, dil
         is_causal: a bool or ``(bool, bool)``.
         scale: attention scale, default ``head_dim ** -0.5``.
         rpb: optional ``(heads, 2*kh-1, 2*kw-1)`` relative positional bias (see the module docstring).
-        backend: ``None`` (auto: Triton on CUDA, torch elsewhere), ``"triton"``, ``"torch"``, ``"natten"``.
+        backend: ``None`` / ``"auto"`` (Triton on CUDA, torch elsewhere or where Triton cannot run the
+            problem), ``"triton"``, ``"torch"``, ``"natten"``; a named backend that cannot run the problem
+            (e.g. ``"triton"`` on CPU tensors) raises ``ValueError`` saying why.
 
     Returns:
         ``(B, H, W, heads, head_dim_v)``, the dtype of ``query``.
     """
-    return _na("na2d", 2, query, key, value, kernel_size, stride, dilation, is_causal, scale, rpb, backend, None)
+    return _na(op_name="na2d", spatial_dims=2, query=query, key=key, value=value, kernel_size=kernel_size,
+               stride=stride, dilation=dilation, is_causal=is_causal, scale=scale, rpb=rpb, backend=backend)
 
 
 def na3d(query, key, value, kernel_size: IntOrTuple, stride: IntOrTuple = 1, dilation: IntOrTuple = 1,
          is_causal=False, scale: Optional[float] = None, rpb: Optional[torch.Tensor] = None,
          backend: Optional[str] = None):
     """3-D neighborhood attention on ``(B, D, H, W, heads, head_dim)`` tensors; see :func:`na2d`."""
-    return _na("na3d", 3, query, key, value, kernel_size, stride, dilation, is_causal, scale, rpb, backend, None)
+    return _na(op_name="na3d", spatial_dims=3, query=query, key=key, value=value, kernel_size=kernel_size,
+               stride=stride, dilation=dilation, is_causal=is_causal, scale=scale, rpb=rpb, backend=backend)
 
 
 # ---------------------------------------------------------------------------------------------------
 # split ops: scores and weighted sum (for modules that compute or modify the weights themselves)
 # ---------------------------------------------------------------------------------------------------
-def _qk(fn, n, query, key, kernel_size, dilation, rpb):
-    _check_tensor("query", query, n, fn)
-    _check_tensor("key", key, n, fn)
-    _check_same(fn, "query", query, "key", key)
-    kernel = _tuple_arg("kernel_size", kernel_size, n, fn=fn)
-    dilation = _tuple_arg("dilation", dilation, n, fn=fn)
-    _check_geometry(fn, tuple(query.shape[1:1 + n]), kernel, (1,) * n, dilation)
-    _check_rpb(fn, rpb, query.shape[-2], kernel, query)
-    from ._na_torch import na_qk
-    return na_qk(query, key, kernel, dilation, rpb)
+def _qk(*, op_name, spatial_dims, query, key, kernel_size, dilation, rpb):
+    n = spatial_dims
+    _check_tensor(op_name, "query", query, n)
+    _check_tensor(op_name, "key", key, n)
+    _check_same(op_name, "query", query, "key", key)
+    kernel = _tuple_arg(op_name, "kernel_size", kernel_size, n)
+    dilation = _tuple_arg(op_name, "dilation", dilation, n)
+    _check_geometry(op_name, tuple(query.shape[1:1 + n]), kernel, (1,) * n, dilation)
+    _check_rpb(op_name, rpb, query.shape[-2], kernel, query)
+    return na_qk(query, key, kernel=kernel, dilation=dilation, rpb=rpb)
 
 
-def _av(fn, n, attn, value, kernel_size, dilation):
-    _check_tensor("value", value, n, fn)
-    _check_tensor("attn", attn, n, fn, what="(B, {sp}, heads, prod(kernel_size))")
-    _check_same(fn, "value", value, "attn", attn, last_dim=False)
-    kernel = _tuple_arg("kernel_size", kernel_size, n, fn=fn)
-    dilation = _tuple_arg("dilation", dilation, n, fn=fn)
-    _check_geometry(fn, tuple(value.shape[1:1 + n]), kernel, (1,) * n, dilation)
+def _av(*, op_name, spatial_dims, attn, value, kernel_size, dilation):
+    n = spatial_dims
+    _check_tensor(op_name, "value", value, n)
+    _check_tensor(op_name, "attn", attn, n, what="(B, {sp}, heads, prod(kernel_size))")
+    _check_same(op_name, "value", value, "attn", attn, last_dim=False)
+    kernel = _tuple_arg(op_name, "kernel_size", kernel_size, n)
+    dilation = _tuple_arg(op_name, "dilation", dilation, n)
+    _check_geometry(op_name, tuple(value.shape[1:1 + n]), kernel, (1,) * n, dilation)
     if attn.shape[-1] != math.prod(kernel):
-        raise ValueError(f"{fn}: attn last dim must be prod(kernel_size) = {math.prod(kernel)}, "
+        raise ValueError(f"{op_name}: attn last dim must be prod(kernel_size) = {math.prod(kernel)}, "
                          f"got {attn.shape[-1]}")
-    from ._na_torch import na_av
-    return na_av(attn, value, kernel, dilation)
+    return na_av(attn, value, kernel=kernel, dilation=dilation)
 
 
 def na1d_qk(query, key, kernel_size: IntOrTuple, dilation: IntOrTuple = 1, rpb=None):
     """``(B, L, heads, k)`` scores ``query . key_neighbour`` (+ rpb), unscaled; see :func:`na2d_qk`."""
-    return _qk("na1d_qk", 1, query, key, kernel_size, dilation, rpb)
+    return _qk(op_name="na1d_qk", spatial_dims=1, query=query, key=key, kernel_size=kernel_size,
+               dilation=dilation, rpb=rpb)
 
 
 def na1d_av(attn, value, kernel_size: IntOrTuple, dilation: IntOrTuple = 1):
     """``(B, L, heads, C)`` weighted sum of the neighbours' values; see :func:`na2d_av`."""
-    return _av("na1d_av", 1, attn, value, kernel_size, dilation)
+    return _av(op_name="na1d_av", spatial_dims=1, attn=attn, value=value, kernel_size=kernel_size,
+               dilation=dilation)
 
 
 def na2d_qk(query, key, kernel_size: IntOrTuple, dilation: IntOrTuple = 1, rpb=None):
@@ -267,7 +267,8 @@ def na2d_qk(query, key, kernel_size: IntOrTuple, dilation: IntOrTuple = 1, rpb=N
     the key at row ``lo_h + a*dh``, column ``lo_w + b*dw`` of the query's (border-shifted) window, the
     order of natten's legacy ``na2d_qk``. Stride 1, non-causal. Differentiable (torch path on any device).
     """
-    return _qk("na2d_qk", 2, query, key, kernel_size, dilation, rpb)
+    return _qk(op_name="na2d_qk", spatial_dims=2, query=query, key=key, kernel_size=kernel_size,
+               dilation=dilation, rpb=rpb)
 
 
 def na2d_av(attn, value, kernel_size: IntOrTuple, dilation: IntOrTuple = 1):
@@ -276,14 +277,17 @@ def na2d_av(attn, value, kernel_size: IntOrTuple, dilation: IntOrTuple = 1):
     ``attn`` is ``(B, H, W, heads, kh*kw)`` in the neighbour order of :func:`na2d_qk` (any weights: a
     softmax of ``na2d_qk`` gives neighborhood attention, ContMix-style modules pass their own).
     """
-    return _av("na2d_av", 2, attn, value, kernel_size, dilation)
+    return _av(op_name="na2d_av", spatial_dims=2, attn=attn, value=value, kernel_size=kernel_size,
+               dilation=dilation)
 
 
 def na3d_qk(query, key, kernel_size: IntOrTuple, dilation: IntOrTuple = 1, rpb=None):
     """3-D :func:`na2d_qk`: ``(B, D, H, W, heads, kd*kh*kw)``."""
-    return _qk("na3d_qk", 3, query, key, kernel_size, dilation, rpb)
+    return _qk(op_name="na3d_qk", spatial_dims=3, query=query, key=key, kernel_size=kernel_size,
+               dilation=dilation, rpb=rpb)
 
 
 def na3d_av(attn, value, kernel_size: IntOrTuple, dilation: IntOrTuple = 1):
     """3-D :func:`na2d_av`."""
-    return _av("na3d_av", 3, attn, value, kernel_size, dilation)
+    return _av(op_name="na3d_av", spatial_dims=3, attn=attn, value=value, kernel_size=kernel_size,
+               dilation=dilation)

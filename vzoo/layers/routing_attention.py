@@ -17,7 +17,8 @@ head width), both for routing and attention. Layouts: ``query``/``key`` ``(B, H,
 ``m*d .. (m+1)*d``); ``r_idx`` ``(B, n_win^2, topk)`` (region ``i`` is row ``i // n_win``, column
 ``i % n_win``); the output has the layout of ``value``.
 
-Backends (``backend=``):
+Backends (``backend=``; ``None`` / ``"auto"`` choose Triton on CUDA and fall back to ``"torch"`` where the
+kernels cannot run, a named backend that cannot run raises ``ValueError`` saying why):
 
 * ``"triton"``: fused kernels (``vzoo.kernels.bra``, forward and backward, online softmax) that read
   the routed key/value tiles by index straight from the NHWC tensors: neither the gathered copy of the
@@ -40,56 +41,49 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vzoo.kernels.bra import bra_triton
+
+from ._backend import ROUTING_BACKENDS, check_backend_name, choose_backend
+
 __all__ = ["bi_level_routing_attention", "routed_attention", "region_routing", "BiLevelRoutingAttention"]
 
-_BACKENDS = ("triton", "torch", "reference")
 _KV_DOWNSAMPLE_MODES = ("identity",)
 
 
 # ---------------------------------------------------------------------------------------------------
 # checks
 # ---------------------------------------------------------------------------------------------------
-def _check_int(fn, name, value, lo):
+def _check_int(op_name, name, value, lo):
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{fn}: {name} must be an int >= {lo}, got {value!r}")
+        raise TypeError(f"{op_name}: {name} must be an int >= {lo}, got {value!r}")
     if value < lo:
-        raise ValueError(f"{fn}: {name} must be an int >= {lo}, got {value!r}")
+        raise ValueError(f"{op_name}: {name} must be an int >= {lo}, got {value!r}")
 
 
-def _check_qkv(fn, q, k, v, n_win, num_heads):
+def _check_qkv(op_name, q, k, v, n_win, num_heads):
     for name, t in (("query", q), ("key", k), ("value", v)):
         if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{fn}: {name} must be a torch.Tensor (B, H, W, C), got {type(t).__name__}")
+            raise TypeError(f"{op_name}: {name} must be a torch.Tensor (B, H, W, C), got {type(t).__name__}")
         if t.dim() != 4:
-            raise ValueError(f"{fn}: {name} must be 4-D NHWC (B, H, W, C), got shape {tuple(t.shape)}")
+            raise ValueError(f"{op_name}: {name} must be 4-D NHWC (B, H, W, C), got shape {tuple(t.shape)}")
         if not t.is_floating_point():
-            raise TypeError(f"{fn}: {name} must be floating point, got {t.dtype}")
+            raise TypeError(f"{op_name}: {name} must be floating point, got {t.dtype}")
         if t.dtype != q.dtype or t.device != q.device:
-            raise TypeError(f"{fn}: {name} is {t.dtype} on {t.device} but query is {q.dtype} on {q.device}")
+            raise TypeError(f"{op_name}: {name} is {t.dtype} on {t.device} but query is {q.dtype} on {q.device}")
         if t.shape[:3] != q.shape[:3]:
-            raise ValueError(f"{fn}: {name} shape {tuple(t.shape)} and query shape {tuple(q.shape)} differ in (B, H, W)")
+            raise ValueError(f"{op_name}: {name} shape {tuple(t.shape)} and query shape {tuple(q.shape)} differ "
+                             f"in (B, H, W)")
     if k.shape[-1] != q.shape[-1]:
-        raise ValueError(f"{fn}: key width {k.shape[-1]} must equal query width {q.shape[-1]}")
-    _check_int(fn, "n_win", n_win, 1)
-    _check_int(fn, "num_heads", num_heads, 1)
+        raise ValueError(f"{op_name}: key width {k.shape[-1]} must equal query width {q.shape[-1]}")
+    _check_int(op_name, "n_win", n_win, 1)
+    _check_int(op_name, "num_heads", num_heads, 1)
     H, W = q.shape[1:3]
     if H % n_win or W % n_win:
-        raise ValueError(f"{fn}: H and W ({H}, {W}) must be divisible by n_win={n_win}; pad the input "
+        raise ValueError(f"{op_name}: H and W ({H}, {W}) must be divisible by n_win={n_win}; pad the input "
                          f"(BiLevelRoutingAttention(auto_pad=True) does)")
     if q.shape[-1] % num_heads or v.shape[-1] % num_heads:
-        raise ValueError(f"{fn}: query width {q.shape[-1]} and value width {v.shape[-1]} must be divisible "
+        raise ValueError(f"{op_name}: query width {q.shape[-1]} and value width {v.shape[-1]} must be divisible "
                          f"by num_heads={num_heads}")
-
-
-def _pick_backend(fn, backend, t):
-    if backend is None or backend == "auto":
-        if t.is_cuda:
-            from vzoo.kernels import bra as _kbra  # imports triton lazily
-            return "triton" if _kbra.triton_available() else "torch"
-        return "torch"
-    if backend not in _BACKENDS:
-        raise ValueError(f"{fn}: backend must be one of {_BACKENDS}, 'auto' or None, got {backend!r}")
-    return backend
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -151,10 +145,9 @@ def _attend_reference(q_r, k_r, v_r, r_idx, num_heads, scale, r_weight):
     if r_weight is not None:
         sel = r_weight.view(B, R, topk, 1, 1) * sel
     k_sel, v_sel = sel.split([Cqk, Cv], dim=-1)
-    m = num_heads
-    k_sel = k_sel.reshape(B * R, topk * T, m, Cqk // m).permute(0, 2, 3, 1)  # (BR, m, c, topk*T)
-    v_sel = v_sel.reshape(B * R, topk * T, m, Cv // m).permute(0, 2, 1, 3)  # (BR, m, topk*T, c)
-    q = q_r.reshape(B * R, T, m, Cqk // m).permute(0, 2, 1, 3)
+    k_sel = k_sel.reshape(B * R, topk * T, num_heads, Cqk // num_heads).permute(0, 2, 3, 1)  # (BR, m, c, topk*T)
+    v_sel = v_sel.reshape(B * R, topk * T, num_heads, Cv // num_heads).permute(0, 2, 1, 3)  # (BR, m, topk*T, c)
+    q = q_r.reshape(B * R, T, num_heads, Cqk // num_heads).permute(0, 2, 1, 3)
     attn = ((q * scale) @ k_sel).softmax(dim=-1)
     out = attn @ v_sel  # (BR, m, T, c)
     return out.permute(0, 2, 1, 3).reshape(B, R, T, Cv)
@@ -165,18 +158,29 @@ def _attend_torch(q_r, k_r, v_r, r_idx, num_heads, scale, r_weight):
     B, R, T, Cqk = q_r.shape
     Cv = v_r.shape[-1]
     topk = r_idx.shape[-1]
-    m = num_heads
     flat = (r_idx + torch.arange(B, device=r_idx.device).view(B, 1, 1) * R).reshape(-1)
     k_sel = k_r.reshape(B * R, T, Cqk).index_select(0, flat).view(B * R, topk, T, Cqk)
     v_sel = v_r.reshape(B * R, T, Cv).index_select(0, flat).view(B * R, topk, T, Cv)
     if r_weight is not None:
         w = r_weight.reshape(B * R, topk, 1, 1).to(k_sel.dtype)
         k_sel, v_sel = k_sel * w, v_sel * w
-    q = q_r.reshape(B * R, T, m, Cqk // m).transpose(1, 2)
-    k = k_sel.view(B * R, topk * T, m, Cqk // m).transpose(1, 2)
-    v = v_sel.view(B * R, topk * T, m, Cv // m).transpose(1, 2)
+    q = q_r.reshape(B * R, T, num_heads, Cqk // num_heads).transpose(1, 2)
+    k = k_sel.view(B * R, topk * T, num_heads, Cqk // num_heads).transpose(1, 2)
+    v = v_sel.view(B * R, topk * T, num_heads, Cv // num_heads).transpose(1, 2)
     out = F.scaled_dot_product_attention(q, k, v, scale=scale)  # (BR, m, T, c)
     return out.transpose(1, 2).reshape(B, R, T, Cv)
+
+
+def _routed_attention(*, backend: str, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                      r_idx: torch.Tensor, r_weight: Optional[torch.Tensor], n_win: int, num_heads: int,
+                      scale: float) -> torch.Tensor:
+    """:func:`routed_attention` on checked arguments with the chosen backend (what the module calls too)."""
+    if backend == "triton":
+        return bra_triton(query, key, value, r_idx=r_idx, n_win=n_win, num_heads=num_heads, scale=scale)
+    attend = _attend_torch if backend == "torch" else _attend_reference
+    q_r, k_r, v_r = (_partition(t, n_win) for t in (query, key, value))
+    out = attend(q_r, k_r, v_r, r_idx=r_idx.long(), num_heads=num_heads, scale=scale, r_weight=r_weight)
+    return _unpartition(out, n_win, H=query.shape[1], W=query.shape[2])
 
 
 def routed_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, r_idx: torch.Tensor,
@@ -188,30 +192,23 @@ def routed_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
     integer; ``r_weight`` (same shape, optional) scales the routed keys and values (soft routing).
     ``scale`` defaults to ``qk_dim ** -0.5`` (the release's choice). Returns ``(B, H, W, dim)``.
     """
-    fn = "routed_attention"
-    _check_qkv(fn, query, key, value, n_win, num_heads)
+    op_name = "routed_attention"
+    _check_qkv(op_name, query, key, value, n_win, num_heads)
     B, H, W, Cqk = query.shape
     R = n_win * n_win
     if not isinstance(r_idx, torch.Tensor) or r_idx.dtype not in (torch.int64, torch.int32):
-        raise TypeError(f"{fn}: r_idx must be an int64/int32 tensor (B, n_win**2, topk), got "
+        raise TypeError(f"{op_name}: r_idx must be an int64/int32 tensor (B, n_win**2, topk), got "
                         f"{r_idx.dtype if isinstance(r_idx, torch.Tensor) else type(r_idx).__name__}")
     if r_idx.dim() != 3 or r_idx.shape[:2] != (B, R) or not 1 <= r_idx.shape[2] <= R:
-        raise ValueError(f"{fn}: r_idx must have shape (B, n_win**2, topk) = ({B}, {R}, 1..{R}), "
+        raise ValueError(f"{op_name}: r_idx must have shape (B, n_win**2, topk) = ({B}, {R}, 1..{R}), "
                          f"got {tuple(r_idx.shape)}")
     if r_weight is not None and tuple(r_weight.shape) != tuple(r_idx.shape):
-        raise ValueError(f"{fn}: r_weight shape {tuple(r_weight.shape)} must equal r_idx shape {tuple(r_idx.shape)}")
-    scale = Cqk ** -0.5 if scale is None else float(scale)
-    backend = _pick_backend(fn, backend, query)
-    if backend == "triton":
-        if r_weight is not None:
-            raise ValueError(f"{fn}: backend='triton' does not implement soft routing (r_weight); "
-                             f"use backend='torch'")
-        from vzoo.kernels import bra as _kbra
-        return _kbra.bra_triton(query, key, value, r_idx, n_win, num_heads, scale)
-    attend = _attend_torch if backend == "torch" else _attend_reference
-    q_r, k_r, v_r = (_partition(t, n_win) for t in (query, key, value))
-    out = attend(q_r, k_r, v_r, r_idx.long(), num_heads, scale, r_weight)
-    return _unpartition(out, n_win, H, W)
+        raise ValueError(f"{op_name}: r_weight shape {tuple(r_weight.shape)} must equal r_idx shape "
+                         f"{tuple(r_idx.shape)}")
+    backend = choose_backend(op_name, backend, ROUTING_BACKENDS, device=query.device, dtype=query.dtype,
+                             soft_routing=r_weight is not None)
+    return _routed_attention(backend=backend, query=query, key=key, value=value, r_idx=r_idx, r_weight=r_weight,
+                             n_win=n_win, num_heads=num_heads, scale=Cqk ** -0.5 if scale is None else float(scale))
 
 
 def bi_level_routing_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, n_win: int,
@@ -223,12 +220,11 @@ def bi_level_routing_attention(query: torch.Tensor, key: torch.Tensor, value: to
     Returns the ``(B, H, W, dim)`` output, and ``(r_weight, r_idx)`` too if ``return_routing``.
     Routing is not differentiated through (the release's default, ``diff_routing=False``).
     """
-    fn = "bi_level_routing_attention"
-    _check_qkv(fn, query, key, value, n_win, num_heads)
+    _check_qkv("bi_level_routing_attention", query, key, value, n_win, num_heads)
     scale = query.shape[-1] ** -0.5 if scale is None else float(scale)
-    r_weight, r_idx = region_routing(_region_mean(query, n_win), _region_mean(key, n_win), topk, scale)
-    out = routed_attention(query, key, value, r_idx, n_win, num_heads, scale,
-                           r_weight if soft_routing else None, backend)
+    r_weight, r_idx = region_routing(_region_mean(query, n_win), _region_mean(key, n_win), topk=topk, scale=scale)
+    out = routed_attention(query, key, value, r_idx=r_idx, n_win=n_win, num_heads=num_heads, scale=scale,
+                           r_weight=r_weight if soft_routing else None, backend=backend)
     return (out, (r_weight, r_idx)) if return_routing else out
 
 
@@ -250,43 +246,47 @@ class BiLevelRoutingAttention(nn.Module):
         auto_pad: zero-pad H and W (bottom/right) to a multiple of ``n_win``, crop the output back;
             without it such inputs raise ``ValueError``.
         backend: ``None``/``'auto'``, ``'triton'``, ``'torch'`` or ``'reference'`` (see the module doc).
+        device, dtype: where and in which dtype the weights are created.
     """
 
     def __init__(self, dim: int, num_heads: int = 8, n_win: int = 7, qk_dim: Optional[int] = None,
                  qk_scale: Optional[float] = None, topk: int = 4, kv_downsample_mode: str = "identity",
                  param_routing: bool = False, diff_routing: bool = False, soft_routing: bool = False,
-                 side_dwconv: int = 3, auto_pad: bool = False, backend: Optional[str] = None):
+                 side_dwconv: int = 3, auto_pad: bool = False, backend: Optional[str] = None, device=None, dtype=None):
         super().__init__()
-        fn = "BiLevelRoutingAttention"
-        _check_int(fn, "dim", dim, 1)
-        _check_int(fn, "num_heads", num_heads, 1)
-        _check_int(fn, "n_win", n_win, 1)
-        _check_int(fn, "topk", topk, 1)
-        _check_int(fn, "side_dwconv", side_dwconv, 0)
+        op_name = "BiLevelRoutingAttention"
+        _check_int(op_name, "dim", dim, 1)
+        _check_int(op_name, "num_heads", num_heads, 1)
+        _check_int(op_name, "n_win", n_win, 1)
+        _check_int(op_name, "topk", topk, 1)
+        _check_int(op_name, "side_dwconv", side_dwconv, 0)
         self.qk_dim = qk_dim or dim
         if self.qk_dim % num_heads or dim % num_heads:
-            raise ValueError(f"{fn}: qk_dim ({self.qk_dim}) and dim ({dim}) must be divisible by num_heads={num_heads}")
+            raise ValueError(f"{op_name}: qk_dim ({self.qk_dim}) and dim ({dim}) must be divisible by "
+                             f"num_heads={num_heads}")
         if topk > n_win * n_win:
-            raise ValueError(f"{fn}: topk={topk} exceeds the number of regions n_win**2={n_win * n_win}")
+            raise ValueError(f"{op_name}: topk={topk} exceeds the number of regions n_win**2={n_win * n_win}")
         if kv_downsample_mode not in _KV_DOWNSAMPLE_MODES:
-            raise ValueError(f"{fn}: kv_downsample_mode must be one of {_KV_DOWNSAMPLE_MODES} (the released "
+            raise ValueError(f"{op_name}: kv_downsample_mode must be one of {_KV_DOWNSAMPLE_MODES} (the released "
                              f"models' setting), got {kv_downsample_mode!r}")
         if param_routing and not diff_routing:
-            raise ValueError(f"{fn}: param_routing=True needs diff_routing=True (a learnable router must get gradients)")
+            raise ValueError(f"{op_name}: param_routing=True needs diff_routing=True (a learnable router must get "
+                             f"gradients)")
         if diff_routing and not soft_routing:
-            raise ValueError(f"{fn}: diff_routing=True needs soft_routing=True (hard differentiable routing "
+            raise ValueError(f"{op_name}: diff_routing=True needs soft_routing=True (hard differentiable routing "
                              f"is not defined by the release)")
-        if backend not in (None, "auto") + _BACKENDS:
-            raise ValueError(f"{fn}: backend must be one of {_BACKENDS}, 'auto' or None, got {backend!r}")
+        check_backend_name(op_name, backend, ROUTING_BACKENDS)
         self.dim, self.num_heads, self.n_win, self.topk = dim, num_heads, n_win, topk
         self.scale = qk_scale or self.qk_dim ** -0.5
         self.diff_routing, self.soft_routing, self.auto_pad = diff_routing, soft_routing, auto_pad
         self.kv_downsample_mode = kv_downsample_mode
         self.backend = backend
-        self.qkv = nn.Linear(dim, 2 * self.qk_dim + dim)
-        self.router_proj = nn.Linear(self.qk_dim, self.qk_dim) if param_routing else None
-        self.lepe = nn.Conv2d(dim, dim, side_dwconv, padding=side_dwconv // 2, groups=dim) if side_dwconv > 0 else None
-        self.proj = nn.Linear(dim, dim)
+        dd = dict(device=device, dtype=dtype)
+        self.qkv = nn.Linear(dim, 2 * self.qk_dim + dim, **dd)
+        self.router_proj = nn.Linear(self.qk_dim, self.qk_dim, **dd) if param_routing else None
+        self.lepe = nn.Conv2d(dim, dim, side_dwconv, padding=side_dwconv // 2, groups=dim, **dd) \
+            if side_dwconv > 0 else None
+        self.proj = nn.Linear(dim, dim, **dd)
 
     def extra_repr(self) -> str:
         return (f"dim={self.dim}, qk_dim={self.qk_dim}, num_heads={self.num_heads}, n_win={self.n_win}, "
@@ -303,30 +303,16 @@ class BiLevelRoutingAttention(nn.Module):
                 raise ValueError(f"BiLevelRoutingAttention: H and W ({H_in}, {W_in}) must be divisible by "
                                  f"n_win={n}, or construct it with auto_pad=True")
             x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
-        H, W = x.shape[1:3]
-        backend = _pick_backend("BiLevelRoutingAttention", backend or self.backend, x)
-        if backend == "triton" and self.soft_routing:
-            backend = "torch"  # the kernel has no soft routing (no released model uses it)
-        qkv = self.qkv(x)
-        c = self.qk_dim
-        emb = self.router_proj
-        if backend == "triton":
-            q, k, v = qkv.split([c, c, self.dim], dim=-1)
-            _, r_idx = region_routing(_region_mean(q, n), _region_mean(k, n), self.topk, self.scale, emb,
-                                      self.diff_routing)
-            from vzoo.kernels import bra as _kbra
-            out = _kbra.bra_triton(q, k, v, r_idx, n, self.num_heads, self.scale)
-            v_img = v
-        else:
-            qkv_r = _partition(qkv, n)  # one copy, shared by q, k and v
-            q_r, k_r, v_r = qkv_r.split([c, c, self.dim], dim=-1)
-            r_weight, r_idx = region_routing(q_r.mean(2), k_r.mean(2), self.topk, self.scale, emb, self.diff_routing)
-            attend = _attend_torch if backend == "torch" else _attend_reference
-            out = _unpartition(attend(q_r, k_r, v_r, r_idx, self.num_heads, self.scale,
-                                      r_weight if self.soft_routing else None), n, H, W)
-            v_img = qkv[..., 2 * c:]
+        q, k, v = self.qkv(x).split([self.qk_dim, self.qk_dim, self.dim], dim=-1)  # read in place by Triton
+        backend = choose_backend("BiLevelRoutingAttention", backend or self.backend, ROUTING_BACKENDS,
+                                 device=q.device, dtype=q.dtype, soft_routing=self.soft_routing)
+        r_weight, r_idx = region_routing(_region_mean(q, n), _region_mean(k, n), topk=self.topk, scale=self.scale,
+                                         emb=self.router_proj, diff_routing=self.diff_routing)
+        out = _routed_attention(backend=backend, query=q, key=k, value=v, r_idx=r_idx,
+                                r_weight=r_weight if self.soft_routing else None, n_win=n,
+                                num_heads=self.num_heads, scale=self.scale)
         if self.lepe is not None:
-            out = out + self.lepe(v_img.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+            out = out + self.lepe(v.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         out = self.proj(out)
         if pad_b or pad_r:
             out = out[:, :H_in, :W_in].contiguous()

@@ -29,7 +29,9 @@ Window attention: the non-shifted HAB windows can run through the shared
 relative position bias, flipped to na2d's key-minus-query convention); ``attn_backend='auto'`` does so
 on CUDA. The shifted windows, OCAB and the CPU path use
 :func:`torch.nn.functional.scaled_dot_product_attention` with the bias (and mask) as an additive float
-mask — the reference math.
+mask — the reference math. The choice goes through the backend chooser every vzoo op uses
+(``vzoo.layers._backend``, ``WINDOW_BACKENDS``): ``'na2d'`` where it cannot run (attention dropout in
+training) raises, ``'auto'`` falls back to the reference.
 """
 from __future__ import annotations
 
@@ -40,16 +42,19 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn.functional as F
 from torch import nn
-from timm.layers import DropPath, Mlp, trunc_normal_
+from timm.layers import DropPath, Mlp, calculate_drop_path_rates, trunc_normal_
 from timm.models import generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
+
+from vzoo.layers import na2d
+from vzoo.layers._backend import WINDOW_BACKENDS, choose_backend
 
 from ._builder import build_vzoo_model, unwrap_state_dict
 
 __all__ = ["HAT", "checkpoint_filter_fn", "pad_to_multiple", "shifted_window_mask", "shifted_window_group_masks"]
 
 DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
-ATTN_BACKENDS = ("auto", "reference", "na2d")
+ATTN_BACKENDS = ("auto",) + WINDOW_BACKENDS.names  # ('auto', 'reference', 'na2d')
 UPSCALES = (2, 3, 4, 8)
 
 
@@ -216,7 +221,7 @@ class WindowAttention(nn.Module):
         w, heads = self.window_size, self.num_heads
         drop = self.attn_drop if self.training else 0.0
         qkv = self.qkv(x)
-        if group_masks is None and drop == 0.0 and _use_na2d(self.backend, x, w):  # na2d has no attention dropout
+        if group_masks is None and self._window_backend(x, drop) == "na2d":
             return self.proj_drop(self.proj(self._na2d(qkv)))
         n, d, nh, nw = w * w, C // heads, H // w, W // w
         q, k, v = (_windows(t, w, heads) for t in qkv.chunk(3, dim=-1))  # (B·nW, heads, n, d)
@@ -240,8 +245,13 @@ class WindowAttention(nn.Module):
             out = out.view(-1, heads, n, d)
         return self.proj_drop(self.proj(_unwindows(out, w, B, H, W)))
 
+    def _window_backend(self, x: torch.Tensor, attn_dropout: float) -> str:
+        """'na2d' or 'reference' for the non-shifted windows (shifted ones always take the reference)."""
+        if torch.jit.is_scripting():
+            return "reference"
+        return choose_backend("HAT", self.backend, WINDOW_BACKENDS, device=x.device, attn_dropout=attn_dropout)
+
     def _na2d(self, qkv: torch.Tensor) -> torch.Tensor:
-        from vzoo.layers import na2d  # the shared neighbourhood/window attention front
         B, H, W, C3 = qkv.shape
         heads, w = self.num_heads, self.window_size
         q, k, v = qkv.view(B, H, W, 3, heads, C3 // (3 * heads)).unbind(3)
@@ -383,7 +393,8 @@ class HAT(nn.Module):
         attn_backend: window attention of the non-shifted HABs: ``'auto'`` (the shared
             :func:`vzoo.layers.na2d` op on CUDA tensors, where it runs as a fused Triton kernel; the
             reference on the CPU, where na2d is not faster), ``'reference'`` (SDPA with the bias as a
-            float mask) or ``'na2d'``. Shifted windows (masked) and OCAB always use the reference.
+            float mask) or ``'na2d'`` (raises ``ValueError`` where na2d cannot run: attention dropout in
+            training). Shifted windows (masked) and OCAB always use the reference.
         drop_path_rate: stochastic depth, linearly increasing over all HABs (official default 0.1).
         num_classes: must be 0 (no classifier; accepted so timm's defaults pass through).
     """
@@ -439,17 +450,15 @@ class HAT(nn.Module):
         self.conv_first = nn.Conv2d(in_chans, embed_dim, 3, 1, 1)
         self.embed_norm = nn.LayerNorm(embed_dim)
         self.pos_drop = nn.Dropout(drop_rate)
-        n = sum(depths)
-        dpr = [drop_path_rate * i / max(n - 1, 1) for i in range(n)]
+        # per group: linear from 0 to drop_path_rate over all HABs (stagewise=True splits it by group)
+        dpr = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
         self.groups = nn.ModuleList()
         self.feature_info = []
-        cur = 0
         for i, (depth, heads) in enumerate(zip(depths, num_heads)):
             self.groups.append(RHAG(embed_dim, depth, heads, window_size, compress_ratio, squeeze_factor, conv_scale,
                                     overlap_ratio, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate,
-                                    dpr[cur:cur + depth], resi_connection))
+                                    dpr[i], resi_connection))
             self.feature_info.append(dict(num_chs=embed_dim, reduction=1, module=f"groups.{i}"))
-            cur += depth
         self.norm = nn.LayerNorm(embed_dim)
         self.conv_after_body = nn.Conv2d(embed_dim, embed_dim, 3, 1, 1) if resi_connection == "1conv" else nn.Identity()
         self.conv_before_upsample = nn.Conv2d(embed_dim, num_feat, 3, 1, 1)
@@ -514,15 +523,9 @@ class HAT(nn.Module):
 
     # ---------------------------------------------------------------- attention backend
     def _set_backend(self) -> None:
-        backend = self.attn_backend
-        if backend == "na2d" and not _na2d_window_support(self.window_size):
-            raise ValueError(f"HAT: attn_backend='na2d' needs vzoo.layers.na2d to run non-overlapping "
-                             f"{self.window_size}x{self.window_size} windows (kernel_size = stride = window_size) "
-                             f"with a relative position bias, which it does not here; use attn_backend="
-                             f"'reference' or 'auto'")
         for m in self.modules():
             if isinstance(m, WindowAttention):
-                m.backend = backend
+                m.backend = self.attn_backend
 
     def set_attn_backend(self, backend: str) -> None:
         """Switch the window-attention path (``'auto'``, ``'reference'`` or ``'na2d'``)."""
@@ -649,39 +652,6 @@ class HAT(nn.Module):
             self.upsample = nn.Identity()
             self.conv_last = nn.Identity()
         return take_indices
-
-
-# ------------------------------------------------------------------------------------ na2d
-_NA2D_SUPPORT: Dict[int, bool] = {}
-
-
-def _na2d_window_support(window: int) -> bool:
-    """Whether the shared ``vzoo.layers.na2d`` front exists and runs non-overlapping ``window``²
-    windows (kernel_size = stride = window) with a relative position bias; probed once per window
-    on a tiny CPU input (the front may reject a geometry, e.g. even kernels before it supported them)."""
-    if window not in _NA2D_SUPPORT:
-        ok = False
-        try:
-            from vzoo import layers
-            fn = getattr(layers, "na2d", None)
-            if fn is not None:
-                q = torch.zeros(1, window, window, 1, 8, device="cpu")
-                fn(q, q, q, kernel_size=window, stride=window,
-                   rpb=torch.zeros(1, 2 * window - 1, 2 * window - 1, device="cpu"))
-                ok = True
-        except Exception:  # noqa: BLE001 - an op that is absent or rejects this geometry is not used
-            ok = False
-        _NA2D_SUPPORT[window] = ok
-    return _NA2D_SUPPORT[window]
-
-
-def _use_na2d(backend: str, x: torch.Tensor, window: int) -> bool:
-    """'na2d': always; 'reference': never; 'auto': on CUDA tensors (the fused Triton window kernel),
-    not on the CPU, where the na2d torch path measured no faster than SDPA (64x64 map, 180 ch, 6 heads,
-    window 16: 0.45 s vs 0.41 s on a shared 2-core CPU)."""
-    if backend == "na2d":
-        return True
-    return backend == "auto" and x.is_cuda and not torch.jit.is_scripting() and _na2d_window_support(window)
 
 
 # ------------------------------------------------------------------------------------ checkpoints
