@@ -244,3 +244,20 @@ def test_bicubic_residual_starts_at_bicubic():
     plain = SRModel(arch="hat_s_x2", arch_kwargs=dict(embed_dim=12, depths=(1,), num_heads=(2,), window_size=4,
                                                       compress_ratio=3, squeeze_factor=4, num_feat=8))
     assert [m for m in plain.net.modules() if isinstance(m, torch.nn.Conv2d)][-1].weight.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", ["hat_s_x2_div2k", "hat_x3_div2k", "hat_s_x4_div2k", "hat_l_x3_div2k",
+                                  "hat_l_x4_imagenet"])
+def test_sr_configs_use_one_scale_throughout(name):
+    """The DIV2K configs share one base (configs/restoration/_base_/datasets/div2k.py) and set their
+    scale in div2k_x<s>.py: model, data, LR folders and border crop all follow it."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(os.path.join(os.path.dirname(__file__), "..", "configs", "restoration", f"{name}.py"))
+    s = cfg.scale
+    assert cfg.model.arch.endswith(f"_x{s}") and cfg.train_dataloader.dataset.scale == s
+    assert cfg.val_dataloader == cfg.test_dataloader[0] and cfg.val_evaluator == cfg.test_evaluator[0]
+    assert [d.dataset.dataset_name for d in cfg.test_dataloader] == cfg.benchmarks
+    for loader, metric in zip(cfg.test_dataloader, cfg.test_evaluator):
+        assert (loader.dataset.scale, loader.dataset.lr_folder, loader.dataset.lr_filename_tmpl) == (
+            s, f"LR_bicubic/X{s}", f"{{}}x{s}")
+        assert metric.crop_border == s and metric.prefix == loader.dataset.dataset_name

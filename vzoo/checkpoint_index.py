@@ -1,4 +1,5 @@
-"""The checkpoint index: ``checkpoints/index/<family>.json``, one file a family.
+"""The checkpoint index: ``vzoo/data/checkpoint_index/<family>.json``, one file a family (package data,
+so that a non-editable install ships it).
 
 Each file is ``{"family": str, "models": {timm_name: entry}}`` and each entry says where the
 official weights are published and how vzoo converts them::
@@ -8,7 +9,8 @@ official weights are published and how vzoo converts them::
      "notes": str (optional)}
 
 Large weights are never committed; ``tools/convert.py`` turns a downloaded official file into
-vzoo's own format after checking its sha256 against this index.
+vzoo's own format. It refuses a file whose sha256 differs from the one the index pins; where the
+entry's ``sha256`` is null (not pinned yet), it says so and prints the file's sha256 to record.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import os
 from pathlib import Path
 from typing import Callable, Dict, Optional
 
-INDEX_DIR = Path(__file__).resolve().parents[1] / "checkpoints" / "index"
+INDEX_DIR = Path(__file__).resolve().parent / "data" / "checkpoint_index"
 FORMATS = ("torch", "safetensors", "basicsr", "tf")
 REQUIRED = ("source", "format", "sha256", "filter_fn")
 

@@ -8,18 +8,10 @@ _base_ = [
     './_base_/datasets/div2k_x4.py',
     './_base_/schedules/hat_l_imagenet_800k.py',
 ]
-train_dataloader = dict(
-    dataset=dict(
-        _delete_=True,
-        type='SRFolderDataset', data_root='data/imagenet', gt_folder='train', recursive=True, scale=4,
-        pipeline=[
-            dict(type='LoadSRPair', min_gt_size=256),
-            dict(type='PairedAlbu', transforms=[
-                dict(type='PairedRandomCrop', lr_size=64),
-                dict(type='HorizontalFlip', p=0.5),
-                dict(type='RandomRotate90', p=1.0),
-            ]),
-            dict(type='PackSRInputs'),
-        ]))
+# ImageNet's HR photos instead of DIV2K's pairs; div2k.py's training pipeline after the loading
+train_dataloader = dict(dataset=dict(
+    _delete_=True, type='SRFolderDataset', data_root='data/imagenet', gt_folder='train', recursive=True,
+    scale=_base_.scale,
+    pipeline=[dict(type='LoadSRPair', min_gt_size=_base_.lr_patch * _base_.scale), *_base_.train_pipeline[1:]]))
 model = dict(type='SRModel', arch='hat_l_x4', tile=dict(size=None, overlap=32))
 default_hooks = dict(checkpoint=dict(interval=10000))

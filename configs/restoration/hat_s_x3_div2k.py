@@ -1,12 +1,8 @@
-# HAT-S x3 from scratch with the official schedule (options/train/train_HAT-S_SRx3_from_scratch.yml).
-_base_ = [
-    './_base_/default_runtime.py',
-    './_base_/datasets/div2k_x3.py',
-    './_base_/schedules/hat_500k.py',
-]
+# HAT-S x3 from scratch: hat_x3_div2k.py's official schedule (options/train/train_HAT-S_SRx3_from_scratch.yml)
+# with the smaller network, validated and saved every 20k iterations.
+_base_ = ['./hat_x3_div2k.py']
 
-# the released hyper-parameters are the defaults of vzoo's `hat_s_x3` (vzoo/models/hat.py); tiled
-# inference for large images: --cfg-options model.tile.size=256 (LR pixels; overlap below)
-model = dict(type='SRModel', arch='hat_s_x3', tile=dict(size=None, overlap=32))
+# the released hyper-parameters are the defaults of vzoo's `hat_s_x3` (vzoo/models/hat.py)
+model = dict(arch='hat_s_x3')
 train_cfg = dict(val_interval=20000)
 default_hooks = dict(checkpoint=dict(interval=20000))
