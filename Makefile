@@ -1,7 +1,7 @@
 # The two commands of the README. Each sets up .venv on a fresh machine (scripts/install.sh) and runs.
 PY := .venv/bin/python
 
-.PHONY: install demo test zoo-docs
+.PHONY: install demo test lint zoo-docs
 
 install:
 	@bash scripts/install.sh
@@ -10,8 +10,12 @@ install:
 demo: install
 	$(PY) tools/demo.py
 
-# the tests (CI runs exactly this); pytest's "no tests collected" (exit 5) is not a failure
-test: install
+# the linter (pyproject.toml [tool.ruff]); `make test` runs it first
+lint: install
+	@$(PY) -m ruff check .
+
+# the tests (CI runs exactly this): the linter, then pytest; pytest's "no tests collected" (exit 5) is not a failure
+test: lint
 	@$(PY) -m pytest tests -q -p no:cacheprovider --durations=15; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
 

@@ -57,3 +57,31 @@ def test_markdown_sections_are_named_independently(tmp_path):
     text = md.read_text()
     assert "h1" not in text and "h2" in text and "h3" in text
     assert text.count("<!-- bench:models -->") == 1 and text.count("<!-- bench:models-eca -->") == 1
+
+
+def test_markdown_table_columns_alignment_and_format():
+    from vzoo.utils import markdown_table
+    rows = [dict(a=1, b=None), dict(a=2, c="x")]
+    assert markdown_table(rows, columns=dict(b="B", a="A"), fmt=lambda v: "-" if v is None else str(v),
+                          right=("a",)).splitlines() == ["| B | A |", "| --- | ---: |", "| - | 1 |", "| - | 2 |"]
+    assert markdown_table([], columns=["a"]) == "| a |\n| --- |" and markdown_table([]) == "(no rows)"
+
+
+def test_atomic_write_follows_the_umask_and_keeps_the_old_file_on_failure(tmp_path):
+    import os
+    from vzoo.utils import atomic_write, atomic_write_text
+    path = tmp_path / "sub" / "f.txt"
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(path, "one")
+        assert path.read_text() == "one" and (path.stat().st_mode & 0o777) == 0o644  # not mkstemp's 0o600
+        os.umask(0o077)
+        atomic_write_text(path, "two")
+        assert (path.stat().st_mode & 0o777) == 0o600
+    finally:
+        os.umask(old)
+    with pytest.raises(RuntimeError, match="writer failed"):
+        with atomic_write(path) as tmp:
+            Path(tmp).write_text("half")
+            raise RuntimeError("writer failed")
+    assert path.read_text() == "two" and os.listdir(path.parent) == ["f.txt"]  # no temporary file left

@@ -21,7 +21,7 @@ import convert  # noqa: E402
 
 def test_index_entries_are_valid_and_registered():
     index = load_index()
-    assert index, "checkpoints/index/ is empty"
+    assert index, "vzoo/data/checkpoint_index/ is empty"
     names = set(timm.list_models())
     for name, entry in index.items():
         assert name in names, f"{entry['index_file']}: {name} is not registered with timm"

@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 
 import parity  # noqa: E402
+from vzoo.benchmarks import parity as parity_specs  # noqa: E402
 
 # the reference ULSAM's layout (g subspaces, each: depthwise 1x1 conv, BN, ReLU, 3x3 max-pool, pointwise
 # conv to one map, BN, ReLU, softmax over H*W, x * map + x), written for this test; BROKEN drops the max-pool
@@ -75,14 +76,27 @@ def test_official_src_without_the_official_file_is_named(tmp_path, capsys):
     assert "--official-src is required" in capsys.readouterr().err
 
 
+def test_every_family_is_one_spec_module(capsys):
+    families = parity_specs.list_families()
+    assert {"van", "favit", "biformer", "hat", "eca", "ulsam", "moat"} <= set(families)
+    for name in families:
+        spec = parity_specs.load_family(name)
+        assert isinstance(spec, parity_specs.Family) and spec.repo and spec.candidates and spec.variants, name
+    with pytest.raises(ValueError, match="parity family 'nope' is unknown"):
+        parity_specs.load_family("nope")
+    assert parity.main(["--list"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in listed] == families
+
+
 def test_compare_and_randomize():
     ref = torch.tensor([[1.0, -4.0], [2.0, 0.5]])
-    r = parity.compare(ref + torch.tensor([[0.0, 0.0], [0.02, 0.0]]), ref)
+    r = parity_specs.compare(ref + torch.tensor([[0.0, 0.0], [0.02, 0.0]]), ref)
     assert r["max_abs"] == pytest.approx(0.02) and r["max_rel"] == pytest.approx(0.005)
     with pytest.raises(ValueError, match="shapes differ"):
-        parity.compare(ref[:1], ref)
+        parity_specs.compare(ref[:1], ref)
     m = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.LayerNorm(4))
-    parity.randomize_(m, seed=0)
+    parity_specs.randomize_(m, seed=0)
     bn, ln = m[1], m[2]
     for t, init in ((bn.running_mean, 0.0), (bn.running_var, 1.0), (bn.weight, 1.0), (bn.bias, 0.0),
                     (ln.weight, 1.0), (ln.bias, 0.0), (m[0].bias, None)):
@@ -118,9 +132,9 @@ def test_whole_check_on_a_stand_in_official_module(tmp_path, broken):
 def test_markdown_block_is_rewritten_in_place(tmp_path):
     md = tmp_path / "benchmarks.md"
     md.write_text("# Benchmarks\n\n## models\n\n<!-- bench:models -->\nB\n<!-- /bench:models -->\n")
-    parity.write_markdown(md, "van", "h1", "t1")
-    parity.write_markdown(md, "hat", "h2", "t2")
-    parity.write_markdown(md, "van", "h3", "t3")
+    parity_specs.write_markdown(md, "van", "h1", "t1")
+    parity_specs.write_markdown(md, "hat", "h2", "t2")
+    parity_specs.write_markdown(md, "van", "h3", "t3")
     text = md.read_text()
     assert text.count("## Parity with the official implementations") == 1
     assert "<!-- parity:van -->\nh3\n\nt3\n<!-- /parity:van -->" in text and "t1" not in text

@@ -19,9 +19,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from tools import test as test_tool  # noqa: E402
 from tools import train as train_tool  # noqa: E402
+from vzoo.models import CheckpointError  # noqa: E402
 from vzoo.tasks import demo_data  # noqa: E402
-from vzoo.tasks.engine import (  # noqa: E402
-    CheckpointMismatchError, ConfigKeyError, DatasetPathError, StartupError, load_runner_checkpoint)
+from vzoo.tasks.engine import ConfigKeyError, DatasetPathError, StartupError, load_runner_checkpoint  # noqa: E402
 
 import _toolchain_hooks  # noqa: E402,F401  (registers the test hooks)
 
@@ -164,6 +164,31 @@ def test_ddp_two_cpu_processes_stay_in_sync(tmp_path, data):
 
 
 # ---------------------------------------------------------------------------------------------
+def test_runner_type_and_vzoo_hooks(tmp_path, data):
+    """Without ``runner_type`` the tools build VZooRunner, with it the registry's runner (mmdet's rule);
+    VZooRunner adds its hooks once, with the config's arguments when the config lists one."""
+    from mmengine.runner import Runner
+
+    from vzoo.tasks.engine import CurvePlotHook, ResumeStateHook, VZooRunner, build_runner, setup_cfg
+
+    def runner(extra, name):
+        args = train_tool.parse_args([_cls_config(tmp_path, data, name, extra=extra), "--work-dir", str(tmp_path)])
+        return build_runner(setup_cfg(args, "train"))
+
+    def vzoo_hooks(r):
+        return [h for h in r.hooks if isinstance(h, (CurvePlotHook, ResumeStateHook))]
+
+    plain = runner("", "a.py")
+    assert type(plain) is VZooRunner
+    assert [type(h) for h in vzoo_hooks(plain)] == [CurvePlotHook, ResumeStateHook]  # by priority: LOW, LOWEST
+    named = runner("runner_type = 'VZooRunner'\ncustom_hooks = [dict(type='CurvePlotHook', interval=3)]", "b.py")
+    assert type(named) is VZooRunner
+    assert [(type(h), getattr(h, "interval", None)) for h in vzoo_hooks(named)] == [
+        (CurvePlotHook, 3), (ResumeStateHook, None)]
+    other = runner("runner_type = 'Runner'", "c.py")
+    assert type(other) is Runner and not vzoo_hooks(other)
+
+
 def test_unknown_cfg_option_key(tmp_path, data):
     cfg = _cls_config(tmp_path, data)
     with pytest.raises(ConfigKeyError, match=r"train_cfg\.max_epoch.*max_epochs"):
@@ -186,7 +211,7 @@ def test_checkpoint_of_another_model(tmp_path, data):
     cfg = _cls_config(tmp_path, data, epochs=1)
     wd = tmp_path / "wd"
     train_tool.main([cfg, "--work-dir", str(wd)])
-    with pytest.raises(CheckpointMismatchError, match=r"missing key.*unexpected key"):
+    with pytest.raises(CheckpointError, match=r"missing key.*unexpected key"):
         test_tool.main([cfg, "--checkpoint", str(wd / "epoch_1.pth"), "--work-dir", str(wd),
                         "--cfg-options", "model.arch=test_byobnet"])
     with pytest.raises(StartupError, match="not found"):

@@ -21,8 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from vzoo.benchmarks import list_suites, load_suite  # noqa: E402
-from vzoo.benchmarks._markdown import write_block  # noqa: E402
+from vzoo.benchmarks import DOC_HEAD, list_suites, load_suite  # noqa: E402
+from vzoo.utils import atomic_write_text, markdown_table, write_block  # noqa: E402
 
 
 def _fmt(v):
@@ -35,20 +35,13 @@ def _fmt(v):
 
 def format_table(rows: list[dict]) -> str:
     """Rows as a Markdown table (columns in first-seen order)."""
-    if not rows:
-        return "(no rows)"
-    cols = []
-    for r in rows:
-        cols += [k for k in r if k not in cols]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join(" --- " for _ in cols) + "|"]
-    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in rows]
-    return "\n".join(lines)
+    return markdown_table(rows, fmt=_fmt)
 
 
 def write_markdown_section(path: Path, suite: str, header: str, table: str):
     """Rewrite the ``bench:SUITE`` block of ``path``; a new one goes at the end under ``## SUITE``."""
     write_block(path, f"bench:{suite}", f"{header}\n\n{table}",
-                lambda text, block: text.rstrip("\n") + f"\n\n## {suite}\n\n{block}\n")
+                lambda text, block: text.rstrip("\n") + f"\n\n## {suite}\n\n{block}\n", new_file=DOC_HEAD)
 
 
 def main(argv=None):
@@ -79,7 +72,7 @@ def main(argv=None):
     print(header)
     print(table)
     if args.json:
-        args.json.write_text(json.dumps(dict(suite=name, header=header, rows=rows), indent=1))
+        atomic_write_text(args.json, json.dumps(dict(suite=name, header=header, rows=rows), indent=1))
     if args.markdown:
         write_markdown_section(args.markdown, args.section or name, header, table)
     return 0

@@ -4,8 +4,10 @@
     python tools/convert.py MODEL SRC DST.safetensors [--no-verify-sha]
     python tools/convert.py FAMILY --src SRC --dst DST.safetensors --variant MODEL   # e.g. moat --variant moat_0
 
-1. looks MODEL up in the checkpoint index (checkpoints/index/*.json) and refuses SRC when its
-   sha256 disagrees with the index (a TensorFlow checkpoint directory has no single file to hash);
+1. looks MODEL up in the checkpoint index (vzoo/data/checkpoint_index/*.json) and refuses SRC when its
+   sha256 disagrees with the one the index pins; where the index pins none (sha256 null), it says so
+   and prints SRC's sha256 for a maintainer to record (a TensorFlow checkpoint directory has no single
+   file to hash);
 2. reads SRC without executing pickled code (or, for a TensorFlow release, through the family's
    ``convert_tf_checkpoint``), maps its keys with the family's ``checkpoint_filter_fn`` and checks
    every key by building the model with ``timm.create_model(MODEL, pretrained=True, ...)``;
@@ -19,7 +21,6 @@ import importlib
 import json
 import os
 import sys
-import tempfile
 
 import timm
 import torch
@@ -28,6 +29,7 @@ from safetensors.torch import save_file
 import vzoo
 from vzoo.checkpoint_index import load_index, sha256_file
 from vzoo.models import load_checkpoint_file
+from vzoo.utils import atomic_write
 
 
 def read_source(model: str, src: str, fmt: str):
@@ -47,7 +49,7 @@ def read_source(model: str, src: str, fmt: str):
 def convert(model: str, src: str, dst: str, verify_sha: bool = True, index_dir=None) -> dict:
     index = load_index(index_dir)
     if model not in index:
-        raise SystemExit(f"convert.py: {model!r} is not in the checkpoint index (checkpoints/index/*.json); "
+        raise SystemExit(f"convert.py: {model!r} is not in the checkpoint index (vzoo/data/checkpoint_index/*.json); "
                          f"indexed: {', '.join(sorted(index))}")
     entry = index[model]
     if not dst.endswith(".safetensors"):  # vzoo reads weights files by suffix: a .pth would be torch.load-ed
@@ -60,6 +62,9 @@ def convert(model: str, src: str, dst: str, verify_sha: bool = True, index_dir=N
     if verify_sha and entry["sha256"] and digest != entry["sha256"]:
         raise SystemExit(f"convert.py: refusing {src!r}: its sha256 is {digest}, the index says "
                          f"{entry['sha256']} for {model} ({entry['source']}). Wrong or damaged download?")
+    if not entry["sha256"] and digest:
+        print(f"convert.py: the index pins no sha256 for {model}, so {src!r} is not checked; its sha256 is "
+              f"{digest}: once the file is known good, record it in {entry['index_file']}", file=sys.stderr)
     state_dict = read_source(model, src, entry["format"])
     net = timm.create_model(model, pretrained=True, pretrained_cfg_overlay=dict(state_dict=state_dict)).eval()
     out = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
@@ -70,15 +75,8 @@ def convert(model: str, src: str, dst: str, verify_sha: bool = True, index_dir=N
         "source_sha256": digest,
         "pretrained_cfg": json.dumps(net.pretrained_cfg, default=str),
     }
-    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(dst)), suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_write(dst) as tmp:  # DST is either the old file or the complete new one
         save_file(out, tmp, metadata=meta)
-        os.replace(tmp, dst)  # atomic: DST is either the old file or the complete new one
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     # round trip: the written file gives the same outputs as the converted model
     back = timm.create_model(model, pretrained=True, pretrained_cfg_overlay=dict(file=dst)).eval()
     size = tuple((net.pretrained_cfg.get("min_input_size") or (3, 64, 64)))
@@ -92,7 +90,7 @@ def convert(model: str, src: str, dst: str, verify_sha: bool = True, index_dir=N
 
 def _parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", help="timm model name, as in checkpoints/index/*.json (or a family name with --variant)")
+    p.add_argument("model", help="timm model name, as in the checkpoint index (or a family name with --variant)")
     p.add_argument("src", nargs="?", help="the official checkpoint file (or TF checkpoint directory/prefix)")
     p.add_argument("dst", nargs="?", help="where to write vzoo's safetensors file")
     p.add_argument("--src", dest="src_opt", help="the same as SRC")

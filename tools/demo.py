@@ -202,9 +202,9 @@ def main(argv=None) -> int:
             rows.append(dict(task=task, model=None, metric=TASKS[task]["name"], value=None, baseline=None,
                              target=None, passed=False, error=str(e)))
     total = time.time() - t0
+    from vzoo.utils import atomic_write_text
     out = osp.join(args.work_dir, "results.json")
-    with open(out, "w") as f:
-        json.dump(rows, f, indent=2)
+    atomic_write_text(out, json.dumps(rows, indent=2))
     print()
     print_table(rows)
     print(f"\ntotal {total / 60:.1f} min; rows in {osp.relpath(out, ROOT)}; logs, checkpoints and curves.png "

@@ -23,6 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import vzoo
 from vzoo.checkpoint_index import load_index
 from vzoo.models import model_family
+from vzoo.utils import atomic_write_text, markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "model_zoo.md"
@@ -77,18 +78,17 @@ def render() -> str:
         "Params and GMACs (multiply-accumulates, what the papers call FLOPs) are counted on the meta",
         "device at 224×224 (image-to-image models: a 64×64 input).",
         "",
-        "| family | model | params (M) | GMACs | input | tasks with configs | official weights |",
-        "| --- | --- | ---: | ---: | --- | --- | --- |",
     ]
+    table = []
     for family in sorted(rows):
         for name in rows[family]:
             params, macs, size = measure(name)
             tasks = ", ".join(t for t in TASK_DIRS if t in uses.get(name, ())) or "-"
             src = index.get(name, {}).get("source")
-            lines.append(
-                f"| {family} | `{name}` | {params / 1e6:.2f} | {'-' if macs is None else f'{macs / 1e9:.2f}'} | "
-                f"{size[1]}×{size[2]} | {tasks} | {f'[source]({src})' if src else '-'} |")
-    return "\n".join(lines) + "\n"
+            table.append({"family": family, "model": f"`{name}`", "params (M)": f"{params / 1e6:.2f}",
+                          "GMACs": "-" if macs is None else f"{macs / 1e9:.2f}", "input": f"{size[1]}×{size[2]}",
+                          "tasks with configs": tasks, "official weights": f"[source]({src})" if src else "-"})
+    return "\n".join(lines) + "\n" + markdown_table(table, right=("params (M)", "GMACs")) + "\n"
 
 
 def main(argv=None):
@@ -101,7 +101,7 @@ def main(argv=None):
             print("docs/model_zoo.md is stale: run python tools/gen_model_zoo.py", file=sys.stderr)
             return 1
         return 0
-    DOC.write_text(text)
+    atomic_write_text(DOC, text)
     print(f"wrote {DOC.relative_to(ROOT)}")
     return 0
 

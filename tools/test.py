@@ -10,32 +10,21 @@ A checkpoint of another model fails at start, naming the keys that do not match.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-
-from tools.train import setup_cfg  # noqa: E402
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout without install
 
 
 def parse_args(argv=None):
-    from mmengine.config import DictAction
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("config")
+    from vzoo.tasks.engine.startup import parse_tool_args, tool_parser
+    p = tool_parser(__doc__.split("\n")[0])
     p.add_argument("--checkpoint", required=True, help="a checkpoint written by tools/train.py")
     p.add_argument("--out", help="metrics as .json, or raw predictions as .pkl")
     p.add_argument("--show-dir", help="write predictions drawn on the images here")
-    p.add_argument("--work-dir")
-    p.add_argument("--cfg-options", nargs="+", action=DictAction, default={})
-    p.add_argument("--launcher", choices=["none", "pytorch"], default="none")
-    p.add_argument("--local-rank", "--local_rank", type=int, default=0, help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    if "LOCAL_RANK" not in os.environ:
-        os.environ["LOCAL_RANK"] = str(args.local_rank)
-    return args
+    return parse_tool_args(p, argv)
 
 
 def _hook_arguments(cfg, hook_type) -> set:
@@ -53,7 +42,7 @@ def _hook_arguments(cfg, hook_type) -> set:
 
 def main(argv=None):
     args = parse_args(argv)
-    from vzoo.tasks.engine import StartupError, VZooRunner
+    from vzoo.tasks.engine import StartupError, build_runner, setup_cfg
 
     if not osp.isfile(args.checkpoint):
         raise StartupError(f"--checkpoint: file not found: {args.checkpoint!r}")
@@ -73,7 +62,7 @@ def main(argv=None):
         else:  # mmseg's hook draws through the visualizer's backends
             cfg.visualizer["save_dir"] = show_dir
 
-    runner = VZooRunner.from_cfg(cfg)
+    runner = build_runner(cfg)
     if args.out and not args.out.endswith(".json"):
         from mmengine.evaluator import DumpResults
         runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
@@ -81,10 +70,8 @@ def main(argv=None):
     if args.out and args.out.endswith(".json"):
         from mmengine.dist import is_main_process
         if is_main_process():
-            os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
-            with open(args.out, "w") as f:
-                json.dump({k: _plain(v) for k, v in metrics.items()}, f,
-                          indent=2)
+            from vzoo.utils import atomic_write_text
+            atomic_write_text(args.out, json.dumps({k: _plain(v) for k, v in metrics.items()}, indent=2))
     return metrics
 
 
@@ -96,5 +83,5 @@ def _plain(v):
 
 
 if __name__ == "__main__":
-    from tools.train import run_cli
+    from vzoo.tasks.engine.startup import run_cli
     run_cli(main)

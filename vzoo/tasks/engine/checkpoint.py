@@ -1,5 +1,6 @@
-"""Reading and writing the runner's own checkpoints: atomic writes, a trusted-class allowlist for
-resuming under ``torch.load(weights_only=True)``, and a strict model-key check.
+"""Reading and writing the runner's own checkpoints: atomic writes (:func:`vzoo.utils.atomic_write`) and a
+trusted-class allowlist for resuming under ``torch.load(weights_only=True)``. The strict model-key check
+is :func:`vzoo.models.check_state_dict`, the one that pretrained weights go through too.
 
 Why an allowlist at all: since torch 2.6 ``torch.load`` defaults to ``weights_only=True``, which only
 builds tensors, containers and primitive types. mmengine 0.10.7's training checkpoints also pickle
@@ -25,20 +26,16 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import tempfile
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 import numpy as np
 import torch
 
-__all__ = ["history_buffers_to_plain", "history_buffers_from_plain", "runner_checkpoint_globals", "trusted_runner_globals", "load_runner_checkpoint", "atomic_torch_save",
-           "atomic_write_text", "find_resume_checkpoint", "check_state_dict_matches", "CheckpointMismatchError"]
+from ...utils import atomic_write
 
-
-class CheckpointMismatchError(RuntimeError):
-    """A checkpoint whose weights do not belong to the model that the config builds."""
-
+__all__ = ["history_buffers_to_plain", "history_buffers_from_plain", "runner_checkpoint_globals",
+           "trusted_runner_globals", "load_runner_checkpoint", "atomic_torch_save", "find_resume_checkpoint"]
 
 _HB_TAG = "__vzoo_history_buffer__"
 
@@ -93,30 +90,10 @@ def load_runner_checkpoint(path: str, map_location="cpu") -> dict:
 
 
 def atomic_torch_save(obj, path: str) -> None:
-    """``torch.save`` to a temporary file in the same folder, fsync, then ``os.replace`` onto ``path``:
-    a crash leaves either the old file or the new one, never a truncated one."""
-    _atomic_write(path, lambda f: torch.save(obj, f))
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    _atomic_write(path, lambda f: f.write(text.encode()))
-
-
-def _atomic_write(path: str, write) -> None:
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """``torch.save`` through :func:`vzoo.utils.atomic_write`: a crash leaves either the old file or the
+    new one, never a truncated one."""
+    with atomic_write(path) as tmp:
+        torch.save(obj, tmp)
 
 
 _STEP = re.compile(r"(?:epoch|iter)_(\d+)\.pth$")
@@ -132,32 +109,3 @@ def find_resume_checkpoint(work_dir: str) -> Optional[str]:
             return name
     found = [(int(m.group(1)), p) for p in Path(work_dir).glob("*.pth") if (m := _STEP.search(p.name))]
     return str(max(found)[1]) if found else None
-
-
-def _short(keys, n=8) -> str:
-    keys = sorted(keys)
-    more = f" ... (+{len(keys) - n} more)" if len(keys) > n else ""
-    return ", ".join(keys[:n]) + more
-
-
-def check_state_dict_matches(model: torch.nn.Module, state_dict: Dict[str, torch.Tensor], source: str) -> None:
-    """Raise :class:`CheckpointMismatchError` naming the keys/shapes when ``state_dict`` is not a
-    checkpoint of ``model`` (missing or unexpected keys, or a shape that differs)."""
-    own = model.state_dict()
-    sd = {re.sub(r"^module\.", "", k): v for k, v in state_dict.items()}
-    missing = set(own) - set(sd)
-    unexpected = set(sd) - set(own)
-    shapes = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in sorted(set(own) & set(sd))
-              if hasattr(sd[k], "shape") and tuple(sd[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing key(s): {_short(missing)}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected key(s): {_short(unexpected)}")
-        if shapes:
-            parts.append(f"{len(shapes)} shape mismatch(es): " + "; ".join(shapes[:5]))
-        raise CheckpointMismatchError(
-            f"checkpoint {source!r} does not belong to the model this config builds "
-            f"({type(model).__name__}): " + "; ".join(parts))

@@ -1,4 +1,9 @@
-"""Hooks every vzoo training run gets (``tools/train.py`` registers them; no config needs to).
+"""The hooks every run of :class:`~vzoo.tasks.engine.VZooRunner` gets (its ``register_hooks`` adds them;
+no config needs to list them, a config that lists one in ``custom_hooks`` sets its arguments).
+
+``ResumeStateHook`` makes a resumed run continue as the uninterrupted run would: it stores the RNG
+states in every checkpoint and restores them on ``--resume``, and keeps the message hub's history as
+plain data, so that the checkpoint loads with ``torch.load(weights_only=True)``.
 
 ``CurvePlotHook`` records the training losses (mean over every ``interval`` iterations) and the
 validation metrics, keeps them in the checkpoints (so a resumed run draws the whole curve), and at
@@ -8,16 +13,67 @@ from __future__ import annotations
 
 import math
 import os.path as osp
+import random
 from collections import defaultdict
 from typing import Dict, List, Optional
 
+import numpy as np
 import torch
 from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 
 from ..registry import HOOKS
+from .checkpoint import history_buffers_from_plain, history_buffers_to_plain
 
-__all__ = ["CurvePlotHook"]
+__all__ = ["ResumeStateHook", "CurvePlotHook"]
+
+_RNG_KEY = "vzoo_rng_state"
+
+
+def _tuplify(x):  # random.setstate needs tuples (a round trip may give lists)
+    return tuple(_tuplify(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+@HOOKS.register_module()
+class ResumeStateHook(Hook):
+    """What a resumed run needs beyond mmengine's own checkpoint contents.
+
+    * ``before_save_checkpoint``: the Python / numpy / torch RNG states go into ``meta`` (a resumed run
+      draws the same random augmentations as an uninterrupted one, for ``num_workers=0`` loaders), and
+      the message hub's ``HistoryBuffer`` objects become plain data (see :mod:`.checkpoint` for why);
+    * ``after_load_checkpoint``: the buffers are rebuilt (before ``Runner.resume`` loads the message hub);
+      on a resume the checkpoint's RNG states are kept for
+    * ``before_train``: they are restored there, after ``Runner.resume`` has re-seeded with the
+      checkpoint's seed.
+
+    ``LOWEST`` priority: the buffers are made plain after every other hook has seen the checkpoint, and
+    the RNG states are restored after every other hook's ``before_train``, just before the first batch.
+    """
+
+    priority = "LOWEST"
+
+    def __init__(self):
+        self._resumed_rng: Optional[dict] = None
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        checkpoint.setdefault("meta", {})[_RNG_KEY] = dict(
+            python=random.getstate(), numpy=np.random.get_state(), torch=torch.get_rng_state())
+        if isinstance(checkpoint.get("message_hub"), dict):
+            history_buffers_to_plain(checkpoint["message_hub"])
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        if isinstance(checkpoint.get("message_hub"), dict):
+            history_buffers_from_plain(checkpoint["message_hub"])
+        if getattr(runner, "_resume", False):
+            self._resumed_rng = (checkpoint.get("meta") or {}).get(_RNG_KEY)
+
+    def before_train(self, runner) -> None:
+        state, self._resumed_rng = self._resumed_rng, None
+        if state is not None:
+            random.setstate(_tuplify(state["python"]))
+            np.random.set_state(state["numpy"])
+            torch.set_rng_state(state["torch"])
+            runner.logger.info("restored the RNG states of the checkpoint")
 
 
 def _scalar(v) -> Optional[float]:

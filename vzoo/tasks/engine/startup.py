@@ -1,14 +1,18 @@
-"""Checks ``tools/train.py`` and ``tools/test.py`` run before building anything, so that a typo or a
+"""The start-up code of ``tools/train.py`` and ``tools/test.py``: their shared command-line options, the
+config set-up, the runner build, and the checks run before building anything, so that a typo or a
 missing dataset fails at once with a message naming the problem (not minutes later, deep inside
-a data loader)."""
+a data loader); :func:`run_cli` prints such a problem as one line."""
 from __future__ import annotations
 
+import argparse
 import difflib
 import os
 import os.path as osp
-from typing import Dict, Iterable, List, Tuple
+import sys
+from typing import Callable, Dict, Iterable, List, Tuple
 
-__all__ = ["StartupError", "ConfigKeyError", "DatasetPathError", "check_cfg_options", "check_dataset_paths"]
+__all__ = ["StartupError", "ConfigKeyError", "DatasetPathError", "check_cfg_options", "check_dataset_paths",
+           "tool_parser", "parse_tool_args", "setup_cfg", "build_runner", "run_cli"]
 
 # top-level keys mmengine's Runner reads even when a config does not set them
 RUNNER_KEYS = frozenset({
@@ -122,3 +126,80 @@ def check_dataset_paths(cfg, which: Iterable[str] = ("train", "val", "test")) ->
         raise DatasetPathError("dataset path(s) missing (relative paths are from " + cwd + "):\n  "
                                + "\n  ".join(problems)
                                + "\n(for the embedded demo data run `make demo` or `python tools/demo.py --data-only`)")
+
+
+# ------------------------------------------------------------------------------------------- the tools
+def tool_parser(description: str) -> argparse.ArgumentParser:
+    """The options ``tools/train.py`` and ``tools/test.py`` share: CONFIG, ``--work-dir``, ``--cfg-options``,
+    ``--launcher`` (and torch.distributed.launch's ``--local-rank``)."""
+    from mmengine.config import DictAction
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("config", help="the config file")
+    p.add_argument("--work-dir", help="where logs and checkpoints go (default: work_dirs/<config name>)")
+    p.add_argument("--cfg-options", nargs="+", action=DictAction, default={},
+                   help="override config keys, e.g. train_cfg.max_epochs=3 (the key must exist in the config)")
+    p.add_argument("--launcher", choices=["none", "pytorch"], default="none", help="'pytorch' under torchrun (DDP)")
+    p.add_argument("--local-rank", "--local_rank", type=int, default=0, help=argparse.SUPPRESS)
+    return p
+
+
+def parse_tool_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    args = parser.parse_args(argv)
+    if "LOCAL_RANK" not in os.environ:
+        os.environ["LOCAL_RANK"] = str(args.local_rank)
+    return args
+
+
+def setup_cfg(args, mode: str):
+    """Load the config, apply and check --cfg-options, set work dir / launcher / dist backend, and check
+    the dataset paths of ``mode`` ('train': train and val, else test)."""
+    import torch
+    from mmengine.config import Config
+
+    if not osp.isfile(args.config):
+        raise StartupError(f"config not found: {args.config!r}")
+    cfg = Config.fromfile(args.config)
+    check_cfg_options(cfg, args.cfg_options)
+    cfg.merge_from_dict(args.cfg_options)
+    cfg.launcher = getattr(args, "launcher", "none")
+    if args.work_dir:
+        cfg.work_dir = args.work_dir
+    elif cfg.get("work_dir") is None:
+        cfg.work_dir = osp.join("work_dirs", osp.splitext(osp.basename(args.config))[0])
+    if cfg.launcher != "none" and not torch.cuda.is_available():
+        # NCCL needs GPUs: DDP on CPUs runs over gloo (the same config otherwise). mmengine's
+        # init_dist calls torch.cuda.set_device whatever the backend, so the gloo group is made
+        # here from torchrun's environment; the Runner then finds it initialised and keeps it.
+        cfg.setdefault("env_cfg", {}).setdefault("dist_cfg", {})["backend"] = "gloo"
+        import torch.distributed as dist
+        if cfg.launcher == "pytorch" and dist.is_available() and not dist.is_initialized():
+            dist.init_process_group(backend="gloo", init_method="env://")
+        # mmengine's default wrapper passes device_ids=[LOCAL_RANK], which DDP refuses for CPU modules
+        if cfg.get("model_wrapper_cfg") is None:
+            cfg.model_wrapper_cfg = dict(type="MMDistributedDataParallel", device_ids=None, broadcast_buffers=False,
+                                         find_unused_parameters=cfg.get("find_unused_parameters", False))
+    check_dataset_paths(cfg, ("train", "val") if mode == "train" else ("test",))
+    return cfg
+
+
+def build_runner(cfg):
+    """The runner of ``cfg``, by mmdet's rule: a config naming a ``runner_type`` gets that runner from the
+    ``RUNNERS`` registry (looked up in the config's ``default_scope``; vzoo's own is ``'VZooRunner'``),
+    any other :class:`~vzoo.tasks.engine.VZooRunner`."""
+    if "runner_type" not in cfg:
+        from .runner import VZooRunner
+        return VZooRunner.from_cfg(cfg)
+    from mmengine.registry import RUNNERS
+    with RUNNERS.switch_scope_and_registry(cfg.get("default_scope")) as registry:
+        return registry.build(cfg)
+
+
+def run_cli(main_fn: Callable[[], object]) -> None:
+    """Run ``main_fn``; a problem found at start (bad option, missing dataset or checkpoint, a
+    checkpoint of another model) is printed as one line naming it, exit status 2."""
+    from ...models import CheckpointError
+    try:
+        main_fn()
+    except (StartupError, ConfigKeyError, DatasetPathError, CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        sys.exit(2)
