@@ -103,7 +103,7 @@ def test_dense_backbone_settings(tmp_path):
     ref = _randomized(timm.create_model("biformer_tiny", **SMALL))
     path = tmp_path / "cls.pth"
     torch.save({"model": to_official(ref.state_dict())}, path)
-    fm = timm.create_model("biformer_tiny", features_only=True, pretrained=True, n_win=8, extra_norms=True,
+    fm = timm.create_model("biformer_tiny", features_only=True, pretrained=True, n_win=8, feature_norms=True,
                            pretrained_cfg_overlay=dict(file=str(path)), **SMALL).eval()
     x = torch.randn(1, 3, 96, 160)  # stages 2 and 3 (12 x 20, 6 x 10) are padded to 16 x 24, 8 x 16
     with torch.no_grad():
@@ -116,6 +116,25 @@ def test_dense_backbone_settings(tmp_path):
     ln = torch.nn.functional.layer_norm
     for f, p in zip(feats, plain):  # identity-initialised LayerNorm2d over channels
         torch.testing.assert_close(f, ln(p.permute(0, 2, 3, 1), p.shape[1:2], eps=1e-6).permute(0, 3, 1, 2))
+
+
+def test_checkpoints_saved_before_the_feature_norms_rename_load(tmp_path):
+    """vzoo checkpoints of models built with ``extra_norms=True`` (now ``feature_norms=True``) hold
+    ``extra_norms.{i}.*``: they load from a file, through load_state_dict and inside a detector's keys."""
+    m = _randomized(timm.create_model("biformer_tiny", feature_norms=True, **SMALL))
+    old = {k.replace("feature_transforms.", "extra_norms."): v for k, v in m.state_dict().items()}
+    assert any(k.startswith("extra_norms.") for k in old)
+    path = tmp_path / "old.pth"
+    torch.save({"state_dict": old}, path)
+    loaded = timm.create_model("biformer_tiny", feature_norms=True, pretrained=True,
+                               pretrained_cfg_overlay=dict(file=str(path)), **SMALL)
+    fresh = timm.create_model("biformer_tiny", feature_norms=True, **SMALL)
+    fresh.load_state_dict(old)
+    wrapped = torch.nn.ModuleDict(dict(body=timm.create_model("biformer_tiny", feature_norms=True, **SMALL)))
+    wrapped.load_state_dict({f"body.{k}": v for k, v in old.items()})
+    for model in (loaded, fresh, wrapped["body"]):
+        for k, v in m.state_dict().items():
+            torch.testing.assert_close(model.state_dict()[k], v, rtol=0, atol=0, msg=k)
 
 
 def test_filter_passes_vzoo_state_dicts_through():

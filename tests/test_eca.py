@@ -184,6 +184,8 @@ def test_model_contract_eca_resnet18(tmp_path):
     contract.test_features_then_head_equals_forward(case)
     contract.test_forward_intermediates_match_feature_info(case)
     contract.test_features_only(case)
+    contract.test_default_cfg_matches_the_model(case)
+    contract.test_grad_checkpointing_changes_nothing(case)
     contract.test_pretrained_from_local_file(case, tmp_path, "safetensors")
     assert [i["num_chs"] for i in model.feature_info] == [64, 64, 128, 256, 512]
 

@@ -1,13 +1,11 @@
 """FaViT: official sizes, FaSA's window pooling, and loading official-format checkpoints.
 
 The official code is not needed here: the checkpoint test maps vzoo's keys back to the release's names
-(an inverse written independently of ``checkpoint_filter_fn``), checks names the release's files hold
-and loads the result through timm's pretrained path. Parity with the official code itself (max relative
-error of the logits < 1e-6 for B0–B3 at 224×224 and 160×256) was measured outside the repository and is
-recorded in ``checkpoints/index/favit.json``.
+(``pyramid_to_pvt_keys``, the inverse of the mapping ``checkpoint_filter_fn`` applies), checks a list of
+names the release's files hold and loads the result through timm's pretrained path. Parity with the
+official code itself (max relative error of the logits < 1e-6 for B0–B3 at 224×224 and 160×256) was
+measured outside the repository and is recorded in ``vzoo/data/checkpoint_index/favit.json``.
 """
-import re
-
 import pytest
 import timm
 import torch
@@ -15,7 +13,9 @@ from torch import nn
 
 import vzoo  # noqa: F401
 from vzoo.models import CheckpointError
-from vzoo.models.favit import FactorizationAttention, _mirror_pad, _pooled_window, fasa_split
+from vzoo.models._pyramid import pyramid_to_pvt_keys
+from vzoo.models.favit import OFFICIAL_BLOCK_RENAMES, FactorizationAttention, _mirror_pad, _pooled_window, fasa_split
+from zoo import check_features_any_size
 
 # parameter counts of the official classification models (q2479036243/FaViT classification/favit.py,
 # built and counted; README: 3.4 / 13 / 24 / 48 M)
@@ -74,39 +74,6 @@ def test_pooled_window_is_unfold_then_adaptive_pool(hw, window, dilation, heads)
 
 
 # ------------------------------------------------------------------------- official checkpoints
-_INV = (  # vzoo → official, inside a block (written separately from checkpoint_filter_fn)
-    ("attn.coarse.kv.", "attn.kv_g."), ("attn.coarse.sr.", "attn.sr."), ("attn.coarse.norm.", "attn.norm."),
-    ("attn.coarse.pe.", "attn.local_conv_g."), ("attn.fine_kv.dw.", "attn.kv_l.depth_conv."),
-    ("attn.fine_kv.pw.", "attn.kv_l.point_conv."), ("mlp.dwconv.", "mlp.dwconv.dwconv."),
-)
-_INV_FINE = {"fc": "fcs", "kv": "single_heads", "pe": "local_convs"}
-
-
-def _to_official(sd):
-    out = {}
-    for k, v in sd.items():
-        m = re.match(r"^stages\.(\d)\.(downsample|norm|blocks)\.(.*)$", k)
-        if m:
-            s, kind, rest = int(m.group(1)) + 1, m.group(2), m.group(3)
-            if kind == "downsample":
-                k = f"patch_embed{s}.{rest}"
-            elif kind == "norm":
-                k = f"norm{s}.{rest}"
-            else:
-                j, rest = rest.split(".", 1)
-                f = re.match(r"^attn\.fine\.(\d+)\.(fc|kv|pe)\.(.*)$", rest)
-                if f:
-                    rest = f"attn.{_INV_FINE[f.group(2)]}.{f.group(1)}.{f.group(3)}"
-                else:
-                    for a, b in _INV:
-                        if rest.startswith(a):
-                            rest = b + rest[len(a):]
-                            break
-                k = f"block{s}.{j}.{rest}"
-        out[k] = v
-    return out
-
-
 def _randomised(name):
     torch.manual_seed(0)
     model = timm.create_model(name).eval()
@@ -118,7 +85,7 @@ def _randomised(name):
 
 def test_official_checkpoint_loads(tmp_path):
     model = _randomised("favit_b0")
-    official = _to_official(model.state_dict())
+    official = pyramid_to_pvt_keys(model.state_dict(), OFFICIAL_BLOCK_RENAMES)
     for key in ("patch_embed1.proj.weight", "patch_embed4.norm.bias", "block1.0.attn.q.weight",
                 "block1.1.attn.kv_g.weight", "block2.0.attn.sr.weight", "block3.5.attn.norm.weight",
                 "block1.0.attn.local_conv_g.weight", "block3.0.attn.kv_l.depth_conv.weight",
@@ -139,7 +106,7 @@ def test_official_checkpoint_loads(tmp_path):
 
 
 def test_official_checkpoint_of_wrong_variant_names_keys(tmp_path):
-    official = _to_official(timm.create_model("favit_b0").state_dict())
+    official = pyramid_to_pvt_keys(timm.create_model("favit_b0").state_dict(), OFFICIAL_BLOCK_RENAMES)
     del official["block1.0.attn.kv_g.weight"]
     path = tmp_path / "b0.pth"
     torch.save({"model": official}, path)
@@ -151,21 +118,10 @@ def test_official_checkpoint_of_wrong_variant_names_keys(tmp_path):
 
 # ------------------------------------------------------------------------- sizes and arguments
 def test_features_any_size_and_training_step():
-    fm = timm.create_model("favit_b0", features_only=True).train()
-    assert fm.feature_info.channels() == [32, 64, 128, 256]
-    assert fm.feature_info.reduction() == [4, 8, 16, 32]
-    feats = fm(torch.randn(1, 3, 40, 100))  # pads beyond the map (reflected twice) in the small stages
-    assert [tuple(f.shape[2:]) for f in feats] == [(10, 25), (5, 13), (3, 7), (2, 4)]
+    # 40 x 100 pads beyond the map (reflected twice) in the small stages
+    fm, feats = check_features_any_size("favit_b0", (40, 100), channels=(32, 64, 128, 256), train=True)
     sum(f.square().mean() for f in feats).backward()
     assert all(p.grad is not None for p in fm.parameters())
-
-
-def test_grad_checkpointing_same_result():
-    model = _randomised("favit_b0").train()
-    x = torch.randn(1, 3, 64, 64)
-    ref = model(x)
-    model.set_grad_checkpointing(True)
-    torch.testing.assert_close(model(x), ref)
 
 
 def test_bad_arguments():

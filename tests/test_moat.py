@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 import vzoo  # noqa: F401
 from vzoo.models.moat import MoatAttention, avg_pool_same, convert_tf_checkpoint, tf_to_vzoo_state_dict
+from zoo import assert_grad_checkpointing_matches, check_features_any_size
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -162,32 +163,27 @@ def _tf_attention_vars(C, heads, d, p, gen):
     return v
 
 
-def _attention_from_tf(v, C, d, p, window):
+def _attention_case(seed, B, H, W, window, p, C=16, heads=2, d=8):
+    """deeplab2-named attention variables, vzoo's attention loaded from them, and an NHWC input (fp64)."""
+    gen = torch.Generator().manual_seed(seed)
+    v = _tf_attention_vars(C, heads, d, p, gen)
     attn = MoatAttention(C, d, window, p).double().eval()
-    tf_names = {f"moat/block_02_00/attention/{k}": a for k, a in v.items()}
-    sd = tf_to_vzoo_state_dict(tf_names)
+    sd = tf_to_vzoo_state_dict({f"moat/block_02_00/attention/{k}": a for k, a in v.items()})
     attn.load_state_dict({k[len("stages.2.blocks.0.attn."):]: t for k, t in sd.items()})
-    return attn
+    return attn, v, torch.randn(B, H, W, C, dtype=torch.float64, generator=gen)
 
 
 @pytest.mark.parametrize("H,W,p", [(7, 7, 7), (5, 6, 7), (9, 4, 3)])
 def test_global_attention_matches_deeplab2(H, W, p):
-    gen = torch.Generator().manual_seed(1)
-    C, heads, d = 16, 2, 8
-    v = _tf_attention_vars(C, heads, d, p, gen)
-    attn = _attention_from_tf(v, C, d, p, None)
-    x = torch.randn(2, H, W, C, dtype=torch.float64, generator=gen)
+    attn, v, x = _attention_case(1, 2, H, W, None, p)
     with torch.no_grad():
         torch.testing.assert_close(attn(x), _ref_attention(x, v, (H, W)))
 
 
 @pytest.mark.parametrize("H,W,window,p", [(8, 12, (4, 6), 3), (12, 12, (4, 4), 7), (6, 10, (3, 5), 4)])
 def test_window_attention_through_na2d_matches_deeplab2(H, W, window, p):
-    gen = torch.Generator().manual_seed(2)
-    C, heads, d = 16, 2, 8
-    v = _tf_attention_vars(C, heads, d, p, gen)
-    attn = _attention_from_tf(v, C, d, p, window)
-    x = torch.randn(2, H, W, C, dtype=torch.float64, generator=gen)
+    attn, v, x = _attention_case(2, 2, H, W, window, p)
+    heads, d = attn.num_heads, attn.head_dim
     with torch.no_grad():
         out = attn(x)
         torch.testing.assert_close(out, _ref_attention(x, v, window))
@@ -201,11 +197,8 @@ def test_window_attention_through_na2d_matches_deeplab2(H, W, window, p):
 
 
 def test_window_attention_without_bias_and_gradients():
-    gen = torch.Generator().manual_seed(3)
-    v = _tf_attention_vars(8, 1, 8, None, gen)
-    attn = _attention_from_tf(v, 8, 8, None, (3, 3))
-    x = torch.randn(1, 6, 9, 8, dtype=torch.float64, generator=gen, requires_grad=True)
-    torch.testing.assert_close(attn(x), _ref_attention(x.detach(), v, (3, 3)))
+    attn, v, x = _attention_case(3, 1, 6, 9, (3, 3), None, C=8, heads=1, d=8)
+    torch.testing.assert_close(attn(x.requires_grad_()), _ref_attention(x.detach(), v, (3, 3)))
     attn2 = MoatAttention(8, 4, (2, 3), 3).double()
     assert torch.autograd.gradcheck(lambda t: attn2(t), (torch.randn(1, 4, 6, 8, dtype=torch.float64,
                                                                      requires_grad=True),))
@@ -287,7 +280,8 @@ def _to_tf(model):
                  "head_norm": "final_layer_norm", "head": "logits_head"}.get(rest) or _LAYER[rest]
         if t.ndim == 4:  # conv: (out, in, kh, kw) → (kh, kw, in, out); depthwise → (kh, kw, in, 1)
             name = "depthwise_kernel" if layer == "depthwise_conv" else "kernel"
-            put(scope + f"{layer}/{name}", t.permute(2, 3, 0, 1) if layer == "depthwise_conv" else t.permute(2, 3, 1, 0))
+            kernel = t.permute(2, 3, 0, 1) if layer == "depthwise_conv" else t.permute(2, 3, 1, 0)
+            put(scope + f"{layer}/{name}", kernel)
         elif layer == "logits_head" and leaf == "weight":
             put(scope + "logits_head/kernel", t.t()[None, None])
         elif layer in ("final_layer_norm", "attention_norm"):
@@ -447,7 +441,8 @@ def _ref_forward(v, x, cfg):
     return t @ v["moat/logits_head/kernel"][0, 0] + v["moat/logits_head/bias"]
 
 
-@pytest.mark.parametrize("size,windows,pool", [((48, 80), None, 2), ((64, 64), (None, None, (2, 2), (1, 1)), 3), ((50, 60), (None, None, 2, 1), 3)])
+@pytest.mark.parametrize("size,windows,pool", [((48, 80), None, 2), ((64, 64), (None, None, (2, 2), (1, 1)), 3),
+                                               ((50, 60), (None, None, 2, 1), 3)])
 def test_whole_model_matches_a_deeplab2_style_reference(size, windows, pool):
     torch.manual_seed(0)
     kw = dict(pool_size=pool)
@@ -510,12 +505,7 @@ def test_parity_tool_without_tensorflow_says_so(tmp_path):
 
 # ------------------------------------------------------------------------------ features / errors
 def test_features_any_size_with_windows():
-    fm = timm.create_model("tiny_moat_0", features_only=True, window_size=(14, 7), pool_size=3).eval()
-    assert fm.feature_info.channels() == [32, 64, 128, 256]
-    assert fm.feature_info.reduction() == [4, 8, 16, 32]
-    with torch.no_grad():
-        feats = fm(torch.randn(1, 3, 250, 131))
-    assert [tuple(f.shape[2:]) for f in feats] == [(63, 33), (32, 17), (16, 9), (8, 5)]
+    check_features_any_size("tiny_moat_0", (250, 131), channels=(32, 64, 128, 256), window_size=(14, 7), pool_size=3)
 
 
 def test_features_are_the_release_res_endpoints():
@@ -544,19 +534,12 @@ def test_bad_arguments():
         timm.create_model("tiny_moat_0", global_pool="max")
 
 
-def test_grad_checkpointing_and_layer_decay_groups():
+def test_grad_checkpointing_with_windows_and_layer_decay_groups():
+    """The contract checks checkpointing with global attention; here the windowed path (na2d)."""
     from timm.optim import param_groups_layer_decay
     torch.manual_seed(0)
     m = timm.create_model("tiny_moat_0", window_size=(2, 1), drop_path_rate=0.0)
-    x = torch.randn(1, 3, 64, 64)
-    m(x).sum().backward()
-    ref = {n: p.grad.clone() for n, p in m.named_parameters()}
-    m.zero_grad()
-    m.set_grad_checkpointing(True)
-    assert all(s.grad_checkpointing for s in m.stages)
-    m(x).sum().backward()
-    for n, p in m.named_parameters():
-        torch.testing.assert_close(p.grad, ref[n], msg=n)
+    assert_grad_checkpointing_matches(m, torch.randn(1, 3, 64, 64))
     groups = param_groups_layer_decay(m, weight_decay=0.05, layer_decay=0.9)
     assert sum(len(g["params"]) for g in groups) == len(list(m.parameters()))
     assert "stages.2.blocks.0.attn.relative_position_bias_table" in m.no_weight_decay()

@@ -163,7 +163,9 @@ def test_model_contract_other_variants(name, kw, tmp_path):
     contract.test_forward_and_backward(case)
     contract.test_features_then_head_equals_forward(case)
     contract.test_forward_intermediates_match_feature_info(case)
-    if not kw:  # the contract's loader builds the default configuration
+    contract.test_grad_checkpointing_changes_nothing(case)
+    if not kw:  # the contract's loader and cfg check build the default configuration
         contract.test_pretrained_from_local_file(case, tmp_path, "pth")
+        contract.test_default_cfg_matches_the_model(case)
     fm = timm.create_model(name, features_only=True, out_indices=(2, 3, 4), **kw)
     assert [f.shape[1] for f in fm(case[2])] == fm.feature_info.channels()

@@ -1,11 +1,10 @@
 """VAN: official sizes, LKA, and loading official-format checkpoints.
 
 The official code is not needed here: each test maps vzoo's keys back to the official release's
-names (an inverse written independently of ``checkpoint_filter_fn``), checks a few names that the
-official files are known to hold, and loads the result through timm's pretrained path.
+names (``pyramid_to_pvt_keys``, the inverse of the mapping ``checkpoint_filter_fn`` applies), checks a
+list of names that the official files are known to hold, and loads the result through timm's
+pretrained path.
 """
-import re
-
 import pytest
 import timm
 import torch
@@ -13,6 +12,9 @@ from safetensors.torch import save_file
 
 import vzoo  # noqa: F401
 from vzoo.layers.lka import LargeKernelAttention, lka_kernel_sizes
+from vzoo.models._pyramid import pyramid_to_pvt_keys
+from vzoo.models.van import OFFICIAL_BLOCK_RENAMES
+from zoo import check_features_any_size
 
 
 def _params_m(name: str, **kwargs) -> float:
@@ -36,7 +38,8 @@ def test_lka_decomposition_and_errors():
     assert lka_kernel_sizes(21, 3) == (5, 7)
     lka = LargeKernelAttention(8)
     assert lka.dw.kernel_size == (5, 5) and lka.dw.groups == 8
-    assert lka.dw_dilated.kernel_size == (7, 7) and lka.dw_dilated.dilation == (3, 3) and lka.dw_dilated.padding == (9, 9)
+    assert lka.dw_dilated.kernel_size == (7, 7) and lka.dw_dilated.dilation == (3, 3)
+    assert lka.dw_dilated.padding == (9, 9)
     assert lka.pw.kernel_size == (1, 1)
     x = torch.randn(2, 8, 13, 10)
     out = lka(x)
@@ -63,36 +66,6 @@ def test_van_all_variants_registered():
     assert [f"van_b{i}" for i in range(7)] == sorted(timm.list_models("van_b*"))
 
 
-_VAN_INV = (  # vzoo → official, inside a block
-    ("attn.proj_in.", "attn.proj_1."), ("attn.proj_out.", "attn.proj_2."),
-    ("attn.lka.dw.", "attn.spatial_gating_unit.conv0."),
-    ("attn.lka.dw_dilated.", "attn.spatial_gating_unit.conv_spatial."),
-    ("attn.lka.pw.", "attn.spatial_gating_unit.conv1."),
-    ("mlp.dwconv.", "mlp.dwconv.dwconv."), ("ls1.gamma", "layer_scale_1"), ("ls2.gamma", "layer_scale_2"),
-)
-
-
-def _van_to_official(sd):
-    out = {}
-    for k, v in sd.items():
-        m = re.match(r"^stages\.(\d)\.(downsample|norm|blocks)\.(.*)$", k)
-        if m:
-            s, kind, rest = int(m.group(1)) + 1, m.group(2), m.group(3)
-            if kind == "downsample":
-                k = f"patch_embed{s}.{rest}"
-            elif kind == "norm":
-                k = f"norm{s}.{rest}"
-            else:
-                j, rest = rest.split(".", 1)
-                for a, b in _VAN_INV:
-                    if rest.startswith(a):
-                        rest = b + rest[len(a):]
-                        break
-                k = f"block{s}.{j}.{rest}"
-        out[k] = v
-    return out
-
-
 def test_van_official_checkpoint_loads(tmp_path):
     torch.manual_seed(0)
     model = timm.create_model("van_b0").eval()
@@ -101,7 +74,7 @@ def test_van_official_checkpoint_loads(tmp_path):
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_mean.uniform_(-0.2, 0.2)
                 m.running_var.uniform_(0.5, 1.5)
-    official = _van_to_official(model.state_dict())
+    official = pyramid_to_pvt_keys(model.state_dict(), OFFICIAL_BLOCK_RENAMES)
     for key in ("patch_embed1.proj.weight", "patch_embed4.norm.running_var", "block1.0.layer_scale_1",
                 "block3.4.attn.spatial_gating_unit.conv_spatial.weight", "block2.2.mlp.dwconv.dwconv.bias",
                 "norm4.weight", "head.weight"):
@@ -115,7 +88,7 @@ def test_van_official_checkpoint_loads(tmp_path):
 
 def test_van_official_checkpoint_with_wrong_variant_names_keys(tmp_path):
     from vzoo.models import CheckpointError
-    official = _van_to_official(timm.create_model("van_b0").state_dict())
+    official = pyramid_to_pvt_keys(timm.create_model("van_b0").state_dict(), OFFICIAL_BLOCK_RENAMES)
     path = tmp_path / "b0.pth"
     torch.save({"state_dict": official}, path)
     with pytest.raises(CheckpointError, match="stages.0.blocks.0.attn.lka.dw.weight"):
@@ -123,12 +96,7 @@ def test_van_official_checkpoint_with_wrong_variant_names_keys(tmp_path):
 
 
 def test_van_features_any_size():
-    fm = timm.create_model("van_b0", features_only=True).eval()
-    assert fm.feature_info.channels() == [32, 64, 160, 256]
-    assert fm.feature_info.reduction() == [4, 8, 16, 32]
-    with torch.no_grad():
-        feats = fm(torch.randn(1, 3, 96, 160))
-    assert [tuple(f.shape[2:]) for f in feats] == [(24, 40), (12, 20), (6, 10), (3, 5)]
+    check_features_any_size("van_b0", (96, 150), channels=(32, 64, 160, 256))
 
 
 def test_van_bad_arguments():

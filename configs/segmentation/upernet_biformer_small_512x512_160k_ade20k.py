@@ -5,7 +5,7 @@
 # iterations, poly decay power 1.0, batch 16 (8 GPUs x 2) -- the base's schedule.
 _base_ = ['./_base_/upernet_vzoo_512x512_160k_ade20k.py']
 model = dict(
-    backbone=dict(model='biformer_small', n_win=8, auto_pad=True, extra_norms=True, drop_path_rate=0.3,
+    backbone=dict(model='biformer_small', n_win=8, auto_pad=True, feature_norms=True, drop_path_rate=0.3,
                   init_cfg=dict(type='Pretrained', checkpoint='checkpoints/biformer_small.pth')),
     decode_head=dict(in_channels=[64, 128, 256, 512]),
     auxiliary_head=dict(in_channels=256))

@@ -40,16 +40,19 @@ class LargeKernelAttention(nn.Module):
         dim: channels (input = output).
         kernel_size: the large kernel that is decomposed (VAN: 21).
         dilation: dilation of the long-range depthwise convolution (VAN: 3).
+        device, dtype: where and in which dtype the weights are created.
     """
 
-    def __init__(self, dim: int, kernel_size: int = 21, dilation: int = 3):
+    def __init__(self, dim: int, kernel_size: int = 21, dilation: int = 3, device=None, dtype=None):
         super().__init__()
         if not isinstance(dim, int) or dim < 1:
             raise ValueError(f"LargeKernelAttention: dim must be a positive int, got {dim!r}")
+        dd = dict(device=device, dtype=dtype)
         local, dilated = lka_kernel_sizes(kernel_size, dilation)
-        self.dw = nn.Conv2d(dim, dim, local, padding=local // 2, groups=dim)
-        self.dw_dilated = nn.Conv2d(dim, dim, dilated, padding=(dilated // 2) * dilation, dilation=dilation, groups=dim)
-        self.pw = nn.Conv2d(dim, dim, 1)
+        self.dw = nn.Conv2d(dim, dim, local, padding=local // 2, groups=dim, **dd)
+        self.dw_dilated = nn.Conv2d(dim, dim, dilated, padding=(dilated // 2) * dilation, dilation=dilation,
+                                    groups=dim, **dd)
+        self.pw = nn.Conv2d(dim, dim, 1, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4:

@@ -9,11 +9,10 @@ import torch
 import torch.nn.functional as F
 from mmengine.logging import print_log
 from mmengine.model import BaseModule
-from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 import vzoo  # noqa: F401  (registers vzoo's models with timm)
-from vzoo.models import gcvit as _gcvit
+from vzoo.models import _gcvit
 from vzoo.models._builder import CheckpointError, load_checkpoint_file
 
 __all__ = ["VZooBackbone"]

@@ -1,5 +1,5 @@
-"""What every vzoo family uses to build its models: safe checkpoint reading, key checking, and the
-one call into timm's ``build_model_with_cfg``.
+"""What every vzoo family uses to build its models: safe checkpoint reading, key checking, the one
+call into timm's ``build_model_with_cfg``, and the defaults of the families' pretrained cfgs.
 
 Loading never executes pickled code: ``.safetensors`` files are read as such and everything else
 with ``torch.load(weights_only=True)``. A pretrained file is named with timm's own mechanism,
@@ -11,20 +11,26 @@ from __future__ import annotations
 import fnmatch
 import os
 import pickle
+import re
 import zipfile
-from typing import Any, Callable, Dict, Iterable, List, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import torch
 from torch import nn
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 __all__ = [
-    "CheckpointError", "load_checkpoint_file", "unwrap_state_dict", "check_state_dict",
-    "build_vzoo_model", "list_vzoo_models", "model_family",
+    "CheckpointError", "load_checkpoint_file", "unwrap_state_dict", "strip_module_prefix", "upgrade_renamed_keys",
+    "check_state_dict", "build_vzoo_model", "vzoo_cfg", "official_notes", "list_vzoo_models", "model_family",
 ]
 
 # Containers that training scripts wrap weights in, in the order they are preferred
 # (EMA weights first, as timm and BasicSR do).
 STATE_DICT_KEYS = ("state_dict_ema", "model_ema", "params_ema", "state_dict", "model", "params")
+
+# vzoo's own renamed state-dict keys (old → new), so that checkpoints saved before a rename still load:
+# PyramidNet's ``extra_norms`` became ``feature_transforms`` (it holds MOAT's GELUs too, not only norms)
+_RENAMED_KEYS = ((re.compile(r"(^|\.)extra_norms\."), r"\1feature_transforms."),)
 
 
 class CheckpointError(ValueError):
@@ -50,9 +56,25 @@ def unwrap_state_dict(checkpoint: Any, path: str = "<checkpoint>") -> Dict[str, 
         raise CheckpointError(
             f"{path!r} holds no state dict: expected a dict of tensors, or one under any of the keys "
             f"{list(STATE_DICT_KEYS)}; found {found}")
-    if all(k.startswith("module.") for k in sd):
-        sd = {k[len("module."):]: v for k, v in sd.items()}
-    return dict(sd)
+    return strip_module_prefix(sd)
+
+
+def strip_module_prefix(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """``state_dict`` without the ``module.`` prefix that DataParallel gives every key (a copy)."""
+    if state_dict and all(k.startswith("module.") for k in state_dict):
+        return {k[len("module."):]: v for k, v in state_dict.items()}
+    return dict(state_dict)
+
+
+def upgrade_renamed_keys(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """``state_dict`` with keys that vzoo has since renamed under their new names (at any depth, so a
+    detector's ``backbone.body.model.extra_norms.0.weight`` too); other keys unchanged."""
+    out = {}
+    for k, v in state_dict.items():
+        for old, new in _RENAMED_KEYS:
+            k = old.sub(new, k)
+        out[k] = v
+    return out
 
 
 def load_checkpoint_file(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Dict[str, torch.Tensor]:
@@ -82,7 +104,7 @@ def load_checkpoint_file(path: str | os.PathLike, map_location: str | torch.devi
             raise CheckpointError(
                 f"{path!r} is corrupt or not a PyTorch/safetensors weights file "
                 f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
-    return unwrap_state_dict(obj, path)
+    return upgrade_renamed_keys(unwrap_state_dict(obj, path))
 
 
 def _fmt_keys(keys: List[str], limit: int = 12) -> str:
@@ -95,11 +117,14 @@ def check_state_dict(
         model: nn.Module,
         ignore: Iterable[str] = (),
         name: str = "checkpoint",
+        hint: str = "Is it the right variant? Official releases are converted with tools/convert.py.",
 ) -> None:
     """Raise :class:`CheckpointError` naming every missing, unexpected or mis-shaped key.
 
-    ``ignore`` holds fnmatch patterns of keys not to compare (e.g. the classifier, which timm
-    drops or re-initialises itself when ``num_classes`` differs).
+    The one key check of vzoo: pretrained weights (:func:`build_vzoo_model`) and the training runner's
+    checkpoints (:class:`vzoo.tasks.engine.VZooRunner`) both go through it. ``ignore`` holds fnmatch
+    patterns of keys not to compare (e.g. the classifier, which timm drops or re-initialises itself
+    when ``num_classes`` differs); ``name`` and ``hint`` open and close the message.
     """
     ignore = list(ignore)
 
@@ -110,9 +135,10 @@ def check_state_dict(
     given = {k: v for k, v in state_dict.items() if not skip(k)}
     missing = sorted(set(own) - set(given))
     unexpected = sorted(set(given) - set(own))
-    shapes = sorted(
+    shapes = sorted(  # a runner checkpoint may hold a non-tensor entry (a module's extra state): no shape to check
         f"{k}: checkpoint {tuple(given[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in set(own) & set(given) if tuple(given[k].shape) != tuple(own[k].shape))
+        for k in set(own) & set(given)
+        if hasattr(given[k], "shape") and tuple(given[k].shape) != tuple(own[k].shape))
     if missing or unexpected or shapes:
         parts = []
         if missing:
@@ -122,8 +148,7 @@ def check_state_dict(
         if shapes:
             parts.append(f"shape mismatches ({len(shapes)}): {_fmt_keys(shapes)}")
         raise CheckpointError(
-            f"{name} does not fit {type(model).__name__}: " + "; ".join(parts) +
-            ". Is it the right variant? Official releases are converted with tools/convert.py.")
+            f"{name} does not fit {type(model).__name__}: " + "; ".join(parts) + (". " + hint if hint else "."))
 
 
 def _classifier_patterns(pretrained_cfg: Dict[str, Any]) -> List[str]:
@@ -147,7 +172,8 @@ def build_vzoo_model(
       state dict; the file is read by :func:`load_checkpoint_file` (no pickled code).
     - the family's ``checkpoint_filter_fn`` maps official key names onto vzoo's, then every key is
       checked, so a wrong or damaged checkpoint fails with the keys named instead of loading partly.
-    - ``features_only`` goes through the model's ``forward_intermediates`` (timm's getter).
+    - ``features_only`` goes through the model's ``forward_intermediates`` (timm's getter);
+      ``out_indices`` is taken out of ``kwargs`` even without ``features_only``.
     """
     from timm.models import build_model_with_cfg
 
@@ -161,7 +187,7 @@ def build_vzoo_model(
             raise CheckpointError(
                 f"{variant}: pretrained=True needs a local weights file, since vzoo never downloads: "
                 f"timm.create_model({variant!r}, pretrained=True, pretrained_cfg_overlay=dict(file=PATH)); "
-                f"see checkpoints/index/ for where the official weights are published")
+                f"see vzoo/data/checkpoint_index/ for where the official weights are published")
         source = file or "state dict"
 
         def filter_fn(state_dict, model):
@@ -174,6 +200,8 @@ def build_vzoo_model(
         filter_fn = checkpoint_filter_fn
 
     feature_cfg = dict(feature_cls="getter", **(feature_cfg or {}))
+    if "out_indices" in kwargs:
+        feature_cfg["out_indices"] = kwargs.pop("out_indices")
     return build_model_with_cfg(
         model_cls, variant, pretrained,
         pretrained_filter_fn=filter_fn,
@@ -181,6 +209,27 @@ def build_vzoo_model(
         feature_cfg=feature_cfg,
         **kwargs,
     )
+
+
+def official_notes(source: str, top1: Optional[float] = None, params_m: Optional[float] = None,
+                   gflops: Optional[float] = None, size: int = 224) -> Tuple[str, ...]:
+    """The ``notes`` of a default cfg: the release's ImageNet-1k top-1 and size, as ``source`` states them."""
+    notes = []
+    if top1 is not None:
+        notes.append(f"official ImageNet-1k top-1 {top1}% at {size} ({source})")
+    if params_m is not None:
+        notes.append(f"official params {params_m} M" + (f", {gflops} GFLOPs" if gflops is not None else ""))
+    return tuple(notes)
+
+
+def vzoo_cfg(**kwargs) -> Dict[str, Any]:
+    """A default (pretrained) cfg: timm's ImageNet-1k defaults (224×224, 7×7 final map, crop 0.875,
+    bicubic, ``IMAGENET_DEFAULT_MEAN``/``STD``, classifier ``head``), overridden by ``kwargs``."""
+    return {
+        "num_classes": 1000, "input_size": (3, 224, 224), "pool_size": (7, 7), "crop_pct": 0.875,
+        "interpolation": "bicubic", "mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD,
+        "classifier": "head", "notes": (), **kwargs,
+    }
 
 
 def list_vzoo_models(pattern: str = "*") -> List[str]:

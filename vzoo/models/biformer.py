@@ -21,7 +21,7 @@ Input sizes: the release asserts that every routed stage is divisible by ``n_win
 ``n_win=7``). vzoo's models default to ``auto_pad=True`` (zero padding inside the attention, as the
 release's det/seg backbone does), which gives identical outputs at 224 and accepts any size. For
 dense prediction pass ``n_win`` for the training resolution (the release: 16 for COCO, 8 for
-ADE20K 512×512) and ``extra_norms=True`` (a LayerNorm2d on every returned feature, initialised to
+ADE20K 512×512) and ``feature_norms=True`` (a LayerNorm2d on every returned feature, initialised to
 identity when a classification checkpoint is loaded, as the release's ``BiFormer_mm`` does).
 """
 from __future__ import annotations
@@ -32,13 +32,13 @@ from typing import Dict, Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 from torch import nn
-from timm.layers import DropPath, LayerNorm2d, Mlp
+from timm.layers import DropPath, LayerNorm2d, Mlp, calculate_drop_path_rates
 from timm.models import generate_default_cfgs, register_model
 from timm.models._manipulate import checkpoint
 
 from vzoo.layers.routing_attention import BiLevelRoutingAttention
-from ._builder import build_vzoo_model
-from ._pyramid import PyramidNet
+from ._builder import build_vzoo_model, official_notes, vzoo_cfg
+from ._pyramid import PyramidNet, rename_key_prefix
 
 __all__ = ["BiFormer", "checkpoint_filter_fn"]
 
@@ -47,15 +47,17 @@ class GlobalAttention(nn.Module):
     """Multi-head self-attention over all tokens (NHWC in/out), optionally plus a depthwise conv of
     the input (the release's ``AttentionLePE``, ``topk=-2``; ``topk=-1`` is the same without it)."""
 
-    def __init__(self, dim: int, num_heads: int = 8, side_dwconv: int = 5):
+    def __init__(self, dim: int, num_heads: int = 8, side_dwconv: int = 5, device=None, dtype=None):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"GlobalAttention: dim={dim} must be divisible by num_heads={num_heads}")
+        dd = dict(device=device, dtype=dtype)
         self.num_heads = num_heads
         self.scale = (dim // num_heads) ** -0.5
-        self.qkv = nn.Linear(dim, dim * 3, bias=False)
-        self.proj = nn.Linear(dim, dim)
-        self.lepe = nn.Conv2d(dim, dim, side_dwconv, padding=side_dwconv // 2, groups=dim) if side_dwconv > 0 else None
+        self.qkv = nn.Linear(dim, dim * 3, bias=False, **dd)
+        self.proj = nn.Linear(dim, dim, **dd)
+        self.lepe = nn.Conv2d(dim, dim, side_dwconv, padding=side_dwconv // 2, groups=dim, **dd) \
+            if side_dwconv > 0 else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, H, W, C = x.shape
@@ -73,22 +75,24 @@ class BiFormerBlock(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, n_win: int, topk: int, qk_dim: Optional[int] = None,
                  mlp_ratio: float = 3.0, side_dwconv: int = 5, pos_embed_kernel: int = 3, auto_pad: bool = True,
-                 drop_path: float = 0.0, global_heads: int = 8, attn_backend: Optional[str] = None):
+                 drop_path: float = 0.0, global_heads: int = 8, attn_backend: Optional[str] = None,
+                 device=None, dtype=None):
         super().__init__()
-        self.pos_embed = nn.Conv2d(dim, dim, pos_embed_kernel, padding=pos_embed_kernel // 2, groups=dim) \
+        dd = dict(device=device, dtype=dtype)
+        self.pos_embed = nn.Conv2d(dim, dim, pos_embed_kernel, padding=pos_embed_kernel // 2, groups=dim, **dd) \
             if pos_embed_kernel > 0 else None
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6, **dd)
         if topk > 0:
             self.attn = BiLevelRoutingAttention(dim, num_heads=num_heads, n_win=n_win, qk_dim=qk_dim or dim,
                                                 topk=topk, side_dwconv=side_dwconv, auto_pad=auto_pad,
-                                                backend=attn_backend)
+                                                backend=attn_backend, **dd)
         elif topk in (-1, -2):
-            self.attn = GlobalAttention(dim, global_heads, side_dwconv if topk == -2 else 0)
+            self.attn = GlobalAttention(dim, global_heads, side_dwconv if topk == -2 else 0, **dd)
         else:
             raise ValueError(f"BiFormerBlock: topk must be > 0 (routing), -1 (global attention) or -2 "
                              f"(global attention + local context), got {topk}")
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = Mlp(dim, int(mlp_ratio * dim), act_layer=nn.GELU)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6, **dd)
+        self.mlp = Mlp(dim, int(mlp_ratio * dim), act_layer=nn.GELU, **dd)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -121,7 +125,6 @@ _LAYOUTS = ("biformer", "stl")
 
 
 class BiFormer(PyramidNet):
-    conv_fan_out_init = False  # the release keeps torch's default conv init
     """BiFormer.
 
     Args:
@@ -134,9 +137,12 @@ class BiFormer(PyramidNet):
             embedding (3; 0 for none).
         auto_pad: pad the routed stages to a multiple of ``n_win`` (any input size).
         layout: ``'biformer'`` (conv stem, conv+BN downsampling) or ``'stl'`` (Swin-Tiny layout).
-        extra_norms: a LayerNorm2d on every intermediate feature (the release's det/seg backbone).
+        feature_norms: a LayerNorm2d on every intermediate feature (the release's det/seg backbone).
         attn_backend: passed to the routing attention (``None`` picks Triton on CUDA, torch elsewhere).
+        device, dtype: where and in which dtype the weights are created (timm's factory arguments).
     """
+
+    conv_fan_out_init = False  # the release keeps torch's default conv init
 
     def __init__(
             self,
@@ -155,64 +161,63 @@ class BiFormer(PyramidNet):
             pos_embed_kernel: int = 3,
             auto_pad: bool = True,
             layout: str = "biformer",
-            extra_norms: bool = False,
+            feature_norms: bool = False,
             drop_rate: float = 0.0,
             drop_path_rate: float = 0.0,
             attn_backend: Optional[str] = None,
+            device=None,
+            dtype=None,
     ):
         super().__init__()
         n_win = (n_win,) * 4 if isinstance(n_win, int) else tuple(n_win)
         qk_dims = tuple(qk_dims or embed_dims)
-        for name, val in (("depths", depths), ("embed_dims", embed_dims), ("mlp_ratios", mlp_ratios),
-                          ("topks", topks), ("n_win", n_win), ("qk_dims", qk_dims)):
-            if len(val) != 4:
-                raise ValueError(f"BiFormer: {name} needs 4 entries (one per stage), got {tuple(val)}")
         if layout not in _LAYOUTS:
             raise ValueError(f"BiFormer: layout must be one of {_LAYOUTS}, got {layout!r}")
-        self.init_pyramid(num_classes, global_pool, embed_dims[-1], drop_rate)
+        self.init_pyramid(num_classes, global_pool, embed_dims[-1], drop_rate, depths=depths, embed_dims=embed_dims,
+                          mlp_ratios=mlp_ratios, topks=topks, n_win=n_win, qk_dims=qk_dims)
         self.layout = layout
+        dd = dict(device=device, dtype=dtype)
 
         d0 = embed_dims[0]
         if layout == "biformer":
             self.stem = nn.Sequential(
-                nn.Conv2d(in_chans, d0 // 2, 3, stride=2, padding=1), nn.BatchNorm2d(d0 // 2), nn.GELU(),
-                nn.Conv2d(d0 // 2, d0, 3, stride=2, padding=1), nn.BatchNorm2d(d0))
+                nn.Conv2d(in_chans, d0 // 2, 3, stride=2, padding=1, **dd), nn.BatchNorm2d(d0 // 2, **dd), nn.GELU(),
+                nn.Conv2d(d0 // 2, d0, 3, stride=2, padding=1, **dd), nn.BatchNorm2d(d0, **dd))
         else:
-            self.stem = nn.Sequential(nn.Conv2d(in_chans, d0, 4, stride=4), nn.BatchNorm2d(d0))
-        n = sum(depths)  # linearly increasing stochastic depth (torch.linspace's values, in Python: meta-safe)
-        dpr = [drop_path_rate * i / (n - 1) if n > 1 else 0.0 for i in range(n)]
-        stages, cur = [], 0
+            self.stem = nn.Sequential(nn.Conv2d(in_chans, d0, 4, stride=4, **dd), nn.BatchNorm2d(d0, **dd))
+        dpr = calculate_drop_path_rates(drop_path_rate, depths, stagewise=True)
+        stages = []
         for i in range(4):
             if i == 0:
                 down = nn.Identity()
             elif layout == "biformer":
-                down = nn.Sequential(nn.Conv2d(embed_dims[i - 1], embed_dims[i], 3, stride=2, padding=1),
-                                     nn.BatchNorm2d(embed_dims[i]))
+                down = nn.Sequential(nn.Conv2d(embed_dims[i - 1], embed_dims[i], 3, stride=2, padding=1, **dd),
+                                     nn.BatchNorm2d(embed_dims[i], **dd))
             else:
-                down = nn.Sequential(nn.BatchNorm2d(embed_dims[i - 1]),
-                                     nn.Conv2d(embed_dims[i - 1], embed_dims[i], 2, stride=2))
+                down = nn.Sequential(nn.BatchNorm2d(embed_dims[i - 1], **dd),
+                                     nn.Conv2d(embed_dims[i - 1], embed_dims[i], 2, stride=2, **dd))
             blocks = [BiFormerBlock(embed_dims[i], qk_dims[i] // head_dim, n_win[i], topks[i], qk_dims[i],
-                                    mlp_ratios[i], side_dwconv, pos_embed_kernel, auto_pad, dpr[cur + j],
-                                    global_heads, attn_backend) for j in range(depths[i])]
+                                    mlp_ratios[i], side_dwconv, pos_embed_kernel, auto_pad, dpr[i][j],
+                                    global_heads, attn_backend, **dd) for j in range(depths[i])]
             stages.append(BiFormerStage(down, blocks))
-            self.feature_info.append(dict(num_chs=embed_dims[i], reduction=2 ** (i + 2), module=f"stages.{i}"))
-            cur += depths[i]
-        self.stages = nn.Sequential(*stages)
-        self.extra_norms = nn.ModuleList([LayerNorm2d(d) for d in embed_dims]) if extra_norms else None
-        self.norm = nn.BatchNorm2d(embed_dims[-1])
+        self.init_stages(stages, embed_dims)
+        if feature_norms:
+            self.feature_transforms = nn.ModuleList([LayerNorm2d(d, **dd) for d in embed_dims])
+        self.norm = nn.BatchNorm2d(embed_dims[-1], **dd)
         self.init_head()
 
 
 # ---------------------------------------------------------------------------------------------------
 # official checkpoints
 # ---------------------------------------------------------------------------------------------------
-# official → vzoo, for the part of a block key after ``stages.{i}.{j}.`` / ``stages.{i}.blocks.{j}.``
+#: (official, vzoo) key prefixes after ``stages.{i}.{j}.`` / ``stages.{i}.blocks.{j}.``, first match wins
 _BLOCK_RENAMES = (
     ("attn.qkv.qkv.", "attn.qkv."),        # routing attention (QKVLinear wrapper)
     ("attn.wo.", "attn.proj."),
     ("attn.router.emb.", "attn.router_proj."),
+    ("mlp.0.", "mlp.fc1."),
 )
-_MLP_FC2 = {"biformer": "3", "stl": "2"}  # index of the second Linear in the release's mlp Sequential
+_MLP_FC2 = {"biformer": "mlp.3.", "stl": "mlp.2."}  # the second Linear in the release's mlp Sequential
 
 
 def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: nn.Module) -> Dict[str, torch.Tensor]:
@@ -222,14 +227,14 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: nn.Module) 
     ``stages.{i}.{j}.*`` (``stages.{i}.blocks.{j}.*`` in the STL layout) → ``stages.{i}.blocks.{j}.*``
     with ``attn.qkv.qkv`` → ``attn.qkv``, ``attn.wo`` → ``attn.proj``, ``attn.router.emb`` →
     ``attn.router_proj``, ``mlp.0``/``mlp.3`` (STL ``mlp.2``) → ``mlp.fc1``/``mlp.fc2``; ``norm``/``head``
-    stay. A model built with ``extra_norms=True`` keeps its own (identity) ``extra_norms`` when the
-    checkpoint has none, as the release's det/seg backbone does. vzoo-format dicts pass through.
+    stay. A model built with ``feature_norms=True`` keeps its own (identity) ``feature_transforms`` when
+    the checkpoint has none, as the release's det/seg backbone does. vzoo-format dicts pass through.
     """
     layout = getattr(model, "layout", "biformer")
     if not any(k.startswith("downsample_layers.") for k in state_dict):
         out = dict(state_dict)
     else:
-        fc2 = _MLP_FC2[layout]
+        renames = _BLOCK_RENAMES + ((_MLP_FC2[layout], "mlp.fc2."),)
         out = {}
         for k, v in state_dict.items():
             m = re.match(r"^downsample_layers\.(\d+)\.(.*)$", k)
@@ -240,45 +245,28 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: nn.Module) 
                 m = re.match(r"^stages\.(\d+)\.(?:blocks\.)?(\d+)\.(.*)$", k)
                 if m:
                     i, j, rest = m.groups()
-                    for old, new in _BLOCK_RENAMES:
-                        if rest.startswith(old):
-                            rest = new + rest[len(old):]
-                            break
-                    else:
-                        if rest.startswith("mlp.0."):
-                            rest = "mlp.fc1." + rest[len("mlp.0."):]
-                        elif rest.startswith(f"mlp.{fc2}."):
-                            rest = "mlp.fc2." + rest[len(f"mlp.{fc2}."):]
-                    k = f"stages.{i}.blocks.{j}.{rest}"
+                    k = f"stages.{i}.blocks.{j}.{rename_key_prefix(rest, renames)}"
             out[k] = v
-    if getattr(model, "extra_norms", None) is not None and not any(k.startswith("extra_norms.") for k in out):
-        out.update({k: v.clone() for k, v in model.state_dict().items() if k.startswith("extra_norms.")})
+    if getattr(model, "feature_transforms", None) is not None and \
+            not any(k.startswith("feature_transforms.") for k in out):
+        out.update({k: v.clone() for k, v in model.state_dict().items() if k.startswith("feature_transforms.")})
     return out
 
 
 def _create_biformer(variant: str, pretrained: bool = False, **kwargs) -> BiFormer:
-    out_indices = kwargs.pop("out_indices", (0, 1, 2, 3))
     return build_vzoo_model(BiFormer, variant, pretrained, checkpoint_filter_fn=checkpoint_filter_fn,
-                            feature_cfg=dict(out_indices=out_indices), **kwargs)
+                            feature_cfg=dict(out_indices=(0, 1, 2, 3)),
+                            **{**_RELEASE_ARGS, **_VARIANTS[variant], **kwargs})
 
 
 def _cfg(top1: Optional[float] = None, params_m: Optional[float] = None, gflops: Optional[float] = None, **kwargs):
-    notes = []
-    if top1 is not None:
-        notes.append(f"official ImageNet-1k top-1 {top1}% at 224 (BiFormer paper / rayleizhu/BiFormer README)")
-    if params_m is not None:
-        notes.append(f"official params {params_m} M, {gflops} GFLOPs")
-    return {
-        "num_classes": 1000, "input_size": (3, 224, 224), "pool_size": (7, 7), "crop_pct": 0.875,
-        "interpolation": "bicubic", "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
+    return vzoo_cfg(
         # n_win=7 regions per side: at 224 no stage is padded. From 128 (the first multiple of 32
         # above 7 * 16) every stage-3 region holds real tokens; smaller inputs still run (auto_pad).
-        "min_input_size": (3, 128, 128), "test_input_size": (3, 224, 224), "fixed_input_size": False,
-        "first_conv": "stem.0", "classifier": "head", "license": "mit",
-        "origin_url": "https://github.com/rayleizhu/BiFormer",
-        "paper_ids": "arXiv:2303.08810", "paper_name": "BiFormer: Vision Transformer with Bi-Level Routing Attention",
-        "notes": tuple(notes), **kwargs,
-    }
+        min_input_size=(3, 128, 128), test_input_size=(3, 224, 224), fixed_input_size=False,
+        first_conv="stem.0", license="mit", origin_url="https://github.com/rayleizhu/BiFormer",
+        paper_ids="arXiv:2303.08810", paper_name="BiFormer: Vision Transformer with Bi-Level Routing Attention",
+        notes=official_notes("BiFormer paper / rayleizhu/BiFormer README", top1, params_m, gflops), **kwargs)
 
 
 default_cfgs = generate_default_cfgs({
@@ -297,31 +285,27 @@ _VARIANTS = {
 }
 
 
-def _biformer(variant: str, pretrained: bool, **kwargs) -> BiFormer:
-    # shared by every release model: n_win 7, topks (1, 4, 16, -2), qk_dim = dim, head_dim 32,
-    # side_dwconv 5, kv_downsample 'identity', no param/diff/soft routing, pre-norm, no layer scale
-    args = dict(mlp_ratios=(3, 3, 3, 3), topks=(1, 4, 16, -2), n_win=7, head_dim=32, side_dwconv=5,
-                pos_embed_kernel=3)
-    args.update(_VARIANTS[variant])
-    args.update(kwargs)
-    return _create_biformer(variant, pretrained, **args)
+# shared by every release model: n_win 7, topks (1, 4, 16, -2), qk_dim = dim, head_dim 32,
+# side_dwconv 5, kv_downsample 'identity', no param/diff/soft routing, pre-norm, no layer scale
+_RELEASE_ARGS = dict(mlp_ratios=(3, 3, 3, 3), topks=(1, 4, 16, -2), n_win=7, head_dim=32, side_dwconv=5,
+                     pos_embed_kernel=3)
 
 
 @register_model
 def biformer_tiny(pretrained: bool = False, **kwargs) -> BiFormer:
-    return _biformer("biformer_tiny", pretrained, **kwargs)
+    return _create_biformer("biformer_tiny", pretrained, **kwargs)
 
 
 @register_model
 def biformer_small(pretrained: bool = False, **kwargs) -> BiFormer:
-    return _biformer("biformer_small", pretrained, **kwargs)
+    return _create_biformer("biformer_small", pretrained, **kwargs)
 
 
 @register_model
 def biformer_base(pretrained: bool = False, **kwargs) -> BiFormer:
-    return _biformer("biformer_base", pretrained, **kwargs)
+    return _create_biformer("biformer_base", pretrained, **kwargs)
 
 
 @register_model
 def biformer_stl(pretrained: bool = False, **kwargs) -> BiFormer:
-    return _biformer("biformer_stl", pretrained, **kwargs)
+    return _create_biformer("biformer_stl", pretrained, **kwargs)

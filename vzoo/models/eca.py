@@ -25,7 +25,7 @@ residual blocks of MobileNetV2. The networks are timm's own builders, configured
 Official checkpoints (``*.pth.tar`` training checkpoints: ``state_dict`` with the DataParallel
 ``module.`` prefix, keys ``conv1.weight``, ``layer1.0.eca.conv.weight``, ``features.3.conv.4.conv.weight``,
 ...) load through :func:`checkpoint_filter_fn`, with ``timm.create_model(name, pretrained=True,
-pretrained_cfg_overlay=dict(file=PATH))``. Sources: ``checkpoints/index/eca.json``.
+pretrained_cfg_overlay=dict(file=PATH))``. Sources: ``vzoo/data/checkpoint_index/eca.json``.
 
 Parameter overhead, counted from the built models: ECA adds exactly 80 parameters to ResNet-50
 (3·3 + 4·5 + 6·5 + 3·7 kernel weights), the "80" of the paper. Throughput and memory against the plain
@@ -34,19 +34,19 @@ nets: ``python tools/benchmark.py models --models eca_resnet50 resnet50 eca_mobi
 from __future__ import annotations
 
 import re
-from functools import partial
 from typing import Dict, Optional, Sequence
 
 import torch
 from torch import nn
+from timm.layers import get_device_dtype
 from timm.models import generate_default_cfgs, register_model
 from timm.models._efficientnet_blocks import DepthwiseSeparableConv, InvertedResidual
-from timm.models._efficientnet_builder import decode_arch_def, resolve_act_layer, resolve_bn_args, round_channels
 from timm.models.efficientnet import EfficientNet
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from vzoo.layers.eca import EcaByChannels
-from ._builder import build_vzoo_model
+from ._builder import build_vzoo_model, official_notes, strip_module_prefix, vzoo_cfg
+from ._mobilenet import MOBILENETV2_ARCH, mobilenet_kwargs
 
 __all__ = ["EcaMobileNetV2", "checkpoint_filter_fn", "RELEASED_K_SIZE"]
 
@@ -66,16 +66,6 @@ _RESNET_ARCH = {
     "eca_resnet152": (Bottleneck, (3, 8, 36, 3)),
 }
 
-# MobileNetV2 (timm's mobilenetv2_100 arch); t=1 first block, then inverted residuals
-_MBV2_ARCH = [
-    ["ds_r1_k3_s1_c16"],
-    ["ir_r2_k3_s2_e6_c24"],
-    ["ir_r3_k3_s2_e6_c32"],
-    ["ir_r4_k3_s2_e6_c64"],
-    ["ir_r3_k3_s1_e6_c96"],
-    ["ir_r3_k3_s2_e6_c160"],
-    ["ir_r1_k3_s1_e6_c320"],
-]
 # the released eca_mobilenetv2_k13: k = 1 below 96 output channels, 3 from 96 on
 MBV2_RELEASED_K = {16: 1, 24: 1, 32: 1, 64: 1, 96: 3, 160: 3, 320: 3}
 
@@ -109,7 +99,7 @@ class EcaMobileNetV2(EfficientNet):
 
     def __init__(self, eca_kernel_sizes: Optional[Dict[int, int]] = None, **kwargs):
         super().__init__(**kwargs)
-        dd = dict(device=self.conv_stem.weight.device, dtype=self.conv_stem.weight.dtype)
+        dd = get_device_dtype(self)
         make_eca = EcaByChannels(MBV2_RELEASED_K if eca_kernel_sizes is None else eca_kernel_sizes)
         for stage in self.blocks:
             for blk in stage:
@@ -137,7 +127,7 @@ _MBV2_IR_PARTS = {"0.0": "conv_pw", "0.1": "bn1", "1.0": "conv_dw", "1.1": "bn2"
 def _mbv2_block_names():
     """official features index (1..17) → timm 'blocks.{stage}.{j}'."""
     names, i = {}, 1
-    for s, (stage,) in enumerate(_MBV2_ARCH):
+    for s, (stage,) in enumerate(MOBILENETV2_ARCH):
         repeats = int(re.search(r"_r(\d+)", stage).group(1))
         for j in range(repeats):
             names[i] = f"blocks.{s}.{j}"
@@ -180,8 +170,7 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: nn.Module) 
 
     A state dict already in vzoo's names passes through unchanged.
     """
-    if state_dict and all(k.startswith("module.") for k in state_dict):
-        state_dict = {k[len("module."):]: v for k, v in state_dict.items()}
+    state_dict = strip_module_prefix(state_dict)
     if isinstance(model, EcaMobileNetV2):
         if any(k.startswith("features.") for k in state_dict):
             return _filter_mobilenetv2(state_dict)
@@ -197,45 +186,28 @@ def _create_eca_resnet(variant: str, pretrained: bool = False, **kwargs) -> ResN
     block_args = dict(kwargs.pop("block_args", None) or {})
     block_args["attn_layer"] = EcaByChannels(k_map)
     kwargs.setdefault("zero_init_last", False)  # the official init (normal convs, BN weight 1)
-    out_indices = kwargs.pop("out_indices", (0, 1, 2, 3, 4))
     return build_vzoo_model(ResNet, variant, pretrained, checkpoint_filter_fn=checkpoint_filter_fn,
-                            feature_cfg=dict(out_indices=out_indices),
+                            feature_cfg=dict(out_indices=(0, 1, 2, 3, 4)),
                             block=block, layers=layers, block_args=block_args, **kwargs)
 
 
 def _create_eca_mobilenetv2(variant: str, pretrained: bool = False, **kwargs) -> EcaMobileNetV2:
-    out_indices = kwargs.pop("out_indices", (0, 1, 2, 3, 4))
-    model_kwargs = dict(
-        block_args=decode_arch_def(_MBV2_ARCH),
-        num_features=1280,
-        stem_size=32,
-        round_chs_fn=round_channels,
-        norm_layer=kwargs.pop("norm_layer", None) or partial(nn.BatchNorm2d, **resolve_bn_args(kwargs)),
-        act_layer=resolve_act_layer(kwargs, "relu6"),
-        drop_rate=0.25,
-    )
-    model_kwargs.update(kwargs)
     return build_vzoo_model(EcaMobileNetV2, variant, pretrained, checkpoint_filter_fn=checkpoint_filter_fn,
-                            feature_cfg=dict(out_indices=out_indices), **model_kwargs)
+                            feature_cfg=dict(out_indices=(0, 1, 2, 3, 4)),
+                            **mobilenet_kwargs(MOBILENETV2_ARCH, 1280, kwargs, drop_rate=0.25))
 
 
-def _cfg(top1: Optional[float] = None, params_m: Optional[float] = None, k_size: str = "", **kwargs):
-    notes = []
-    if top1 is not None:
-        notes.append(f"official ImageNet-1k top-1 {top1}% at 224 (ECA-Net paper / BangguWu/ECANet README)")
-    if params_m is not None:
-        notes.append(f"official params {params_m} M (README, counted with thop)")
+def _cfg(top1: Optional[float] = None, params_m: Optional[float] = None, k_size: str = "",
+         first_conv: str = "conv1", classifier: str = "fc", **kwargs):
+    # params: the README's, counted with thop
+    notes = official_notes("ECA-Net paper / BangguWu/ECANet README", top1, params_m)
     if k_size:
-        notes.append(f"released checkpoint trained with ECA kernel sizes {k_size}")
-    return {
-        "num_classes": 1000, "input_size": (3, 224, 224), "pool_size": (7, 7), "crop_pct": 0.875,
-        "interpolation": "bilinear", "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
-        "first_conv": "conv1", "classifier": "fc", "license": "mit",
-        "origin_url": "https://github.com/BangguWu/ECANet",
-        "paper_ids": "arXiv:1910.03151",
-        "paper_name": "ECA-Net: Efficient Channel Attention for Deep Convolutional Neural Networks",
-        "notes": tuple(notes), **kwargs,
-    }
+        notes += (f"released checkpoint trained with ECA kernel sizes {k_size}",)
+    return vzoo_cfg(
+        interpolation="bilinear", first_conv=first_conv, classifier=classifier, license="mit",
+        origin_url="https://github.com/BangguWu/ECANet", paper_ids="arXiv:1910.03151",
+        paper_name="ECA-Net: Efficient Channel Attention for Deep Convolutional Neural Networks",
+        notes=notes, **kwargs)
 
 
 default_cfgs = generate_default_cfgs({

@@ -34,20 +34,19 @@ under ``'model'``: ``patch_embed1.proj``, ``block1.0.attn.kv_g``, ``attn.kv_l.de
 """
 from __future__ import annotations
 
-import re
 from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from timm.layers import DropPath
+from timm.layers import DropPath, calculate_drop_path_rates
 from timm.models import generate_default_cfgs, register_model
 from timm.models._manipulate import checkpoint
 
-from ._builder import build_vzoo_model
-from ._pyramid import PyramidNet
+from ._builder import build_vzoo_model, official_notes, vzoo_cfg
+from ._pyramid import PyramidNet, pvt_to_pyramid_keys
 
-__all__ = ["FaViT", "FactorizationAttention", "checkpoint_filter_fn"]
+__all__ = ["FaViT", "FactorizationAttention", "checkpoint_filter_fn", "OFFICIAL_BLOCK_RENAMES"]
 
 
 def _mirror_pad(x: torch.Tensor, pad_b: int, pad_r: int) -> torch.Tensor:
@@ -90,12 +89,13 @@ class CoarseAttentionKV(nn.Module):
     """Keys/values of FaSA's coarse group: spatial reduction conv → LayerNorm → linear (k, v), with a
     3×3 depthwise conv of the values added to them."""
 
-    def __init__(self, dim: int, sr_ratio: int, qkv_bias: bool = True):
+    def __init__(self, dim: int, sr_ratio: int, qkv_bias: bool = True, device=None, dtype=None):
         super().__init__()
-        self.sr = nn.Conv2d(dim, dim, sr_ratio, stride=sr_ratio)
-        self.norm = nn.LayerNorm(dim)
-        self.kv = nn.Linear(dim, 2 * dim, bias=qkv_bias)
-        self.pe = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+        dd = dict(device=device, dtype=dtype)
+        self.sr = nn.Conv2d(dim, dim, sr_ratio, stride=sr_ratio, **dd)
+        self.norm = nn.LayerNorm(dim, **dd)
+        self.kv = nn.Linear(dim, 2 * dim, bias=qkv_bias, **dd)
+        self.pe = nn.Conv2d(dim, dim, 3, padding=1, groups=dim, **dd)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:  # x: (B, C, H, W)
         x = self.sr(x)
@@ -109,13 +109,15 @@ class FineAttentionKV(nn.Module):
     """Keys/values of one fine group: the pooled dilated window (``_pooled_window``) → linear mix →
     linear (k, v) per head, with a 3×3 depthwise conv over the window grid added to the values."""
 
-    def __init__(self, dim: int, num_heads: int, window: int, dilation: int, qkv_bias: bool = True):
+    def __init__(self, dim: int, num_heads: int, window: int, dilation: int, qkv_bias: bool = True,
+                 device=None, dtype=None):
         super().__init__()
+        dd = dict(device=device, dtype=dtype)
         self.dim, self.num_heads, self.window, self.dilation = dim, num_heads, window, dilation
         c = dim // num_heads
-        self.fc = nn.Linear(c, c, bias=qkv_bias)
-        self.kv = nn.Linear(c, 2 * c, bias=qkv_bias)
-        self.pe = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+        self.fc = nn.Linear(c, c, bias=qkv_bias, **dd)
+        self.kv = nn.Linear(c, 2 * c, bias=qkv_bias, **dd)
+        self.pe = nn.Conv2d(dim, dim, 3, padding=1, groups=dim, **dd)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:  # x: (B, dim, H, W)
         B, h, w = x.shape[0], self.num_heads, self.window
@@ -128,10 +130,11 @@ class FineAttentionKV(nn.Module):
 class DwPwConv(nn.Module):
     """3×3 depthwise conv then 1×1 conv."""
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, device=None, dtype=None):
         super().__init__()
-        self.dw = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
-        self.pw = nn.Conv2d(dim, dim, 1)
+        dd = dict(device=device, dtype=dtype)
+        self.dw = nn.Conv2d(dim, dim, 3, padding=1, groups=dim, **dd)
+        self.pw = nn.Conv2d(dim, dim, 1, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pw(self.dw(x))
@@ -149,8 +152,9 @@ class FactorizationAttention(nn.Module):
     dilation 1 and ``sr_ratio`` (see the module docstring)."""
 
     def __init__(self, dim: int, num_heads: int, sr_ratio: int, window_size: int = 7, qkv_bias: bool = True,
-                 attn_drop: float = 0.0, proj_drop: float = 0.0):
+                 attn_drop: float = 0.0, proj_drop: float = 0.0, device=None, dtype=None):
         super().__init__()
+        dd = dict(device=device, dtype=dtype)
         split = fasa_split(dim, sr_ratio)
         if sum(split) != dim or any(s % num_heads for s in split[1:]) or split[0] == 0:
             raise ValueError(f"FactorizationAttention: dim={dim} must split into groups of ratio "
@@ -159,13 +163,13 @@ class FactorizationAttention(nn.Module):
         self.dim, self.num_heads, self.sr_ratio, self.window_size = dim, num_heads, sr_ratio, window_size
         self.coarse_dim, self.fine_dims = split[0], split[1:]
         self.attn_drop = attn_drop
-        self.q = nn.Linear(dim, dim, bias=qkv_bias)
-        self.coarse = CoarseAttentionKV(self.coarse_dim, sr_ratio, qkv_bias)
-        self.fine_kv = DwPwConv(dim - self.coarse_dim)
+        self.q = nn.Linear(dim, dim, bias=qkv_bias, **dd)
+        self.coarse = CoarseAttentionKV(self.coarse_dim, sr_ratio, qkv_bias, **dd)
+        self.fine_kv = DwPwConv(dim - self.coarse_dim, **dd)
         dilations = (1, sr_ratio)[:len(self.fine_dims)]
-        self.fine = nn.ModuleList([FineAttentionKV(d, num_heads, window_size, dil, qkv_bias)
+        self.fine = nn.ModuleList([FineAttentionKV(d, num_heads, window_size, dil, qkv_bias, **dd)
                                    for d, dil in zip(self.fine_dims, dilations)])
-        self.proj = nn.Linear(dim, dim)
+        self.proj = nn.Linear(dim, dim, **dd)
         self.proj_drop = nn.Dropout(proj_drop)
 
     def _attend(self, q, k, v, scale):
@@ -196,13 +200,14 @@ class FactorizationAttention(nn.Module):
 class ConvMlp(nn.Module):
     """Linear → 3×3 depthwise conv → GELU → Linear, on tokens (PVTv2's MLP)."""
 
-    def __init__(self, dim: int, hidden: int, drop: float = 0.0):
+    def __init__(self, dim: int, hidden: int, drop: float = 0.0, device=None, dtype=None):
         super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.dwconv = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)
+        dd = dict(device=device, dtype=dtype)
+        self.fc1 = nn.Linear(dim, hidden, **dd)
+        self.dwconv = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden, **dd)
         self.act = nn.GELU()
         self.drop = nn.Dropout(drop)
-        self.fc2 = nn.Linear(hidden, dim)
+        self.fc2 = nn.Linear(hidden, dim, **dd)
 
     def forward(self, x: torch.Tensor, H: int, W: int) -> torch.Tensor:
         x = self.fc1(x)
@@ -214,12 +219,13 @@ class ConvMlp(nn.Module):
 class FaViTBlock(nn.Module):
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float, sr_ratio: int, window_size: int = 7,
                  qkv_bias: bool = True, norm_eps: float = 1e-6, proj_drop: float = 0.0, attn_drop: float = 0.0,
-                 drop_path: float = 0.0):
+                 drop_path: float = 0.0, device=None, dtype=None):
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
-        self.attn = FactorizationAttention(dim, num_heads, sr_ratio, window_size, qkv_bias, attn_drop, proj_drop)
-        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
-        self.mlp = ConvMlp(dim, int(dim * mlp_ratio), proj_drop)
+        dd = dict(device=device, dtype=dtype)
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps, **dd)
+        self.attn = FactorizationAttention(dim, num_heads, sr_ratio, window_size, qkv_bias, attn_drop, proj_drop, **dd)
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps, **dd)
+        self.mlp = ConvMlp(dim, int(dim * mlp_ratio), proj_drop, **dd)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor, H: int, W: int) -> torch.Tensor:
@@ -230,10 +236,11 @@ class FaViTBlock(nn.Module):
 class PatchEmbed(nn.Module):
     """Overlapping strided conv (kernel ``k``, padding ``k//2``), then LayerNorm over channels (eps 1e-5)."""
 
-    def __init__(self, in_chs: int, out_chs: int, kernel_size: int, stride: int):
+    def __init__(self, in_chs: int, out_chs: int, kernel_size: int, stride: int, device=None, dtype=None):
         super().__init__()
-        self.proj = nn.Conv2d(in_chs, out_chs, kernel_size, stride=stride, padding=kernel_size // 2)
-        self.norm = nn.LayerNorm(out_chs)
+        dd = dict(device=device, dtype=dtype)
+        self.proj = nn.Conv2d(in_chs, out_chs, kernel_size, stride=stride, padding=kernel_size // 2, **dd)
+        self.norm = nn.LayerNorm(out_chs, **dd)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, int, int]:
         x = self.proj(x)
@@ -245,14 +252,16 @@ class FaViTStage(nn.Module):
     """Patch embedding → blocks → LayerNorm; NCHW in and out."""
 
     def __init__(self, in_chs: int, dim: int, depth: int, num_heads: int, mlp_ratio: float, sr_ratio: int,
-                 first: bool, drop_path: Sequence[float] = (), norm_eps: float = 1e-6, **block_kwargs):
+                 first: bool, drop_path: Sequence[float] = (), norm_eps: float = 1e-6, device=None, dtype=None,
+                 **block_kwargs):
         super().__init__()
+        dd = dict(device=device, dtype=dtype)
         self.grad_checkpointing = False
-        self.downsample = PatchEmbed(in_chs, dim, 7 if first else 3, 4 if first else 2)
+        self.downsample = PatchEmbed(in_chs, dim, 7 if first else 3, 4 if first else 2, **dd)
         self.blocks = nn.ModuleList([
             FaViTBlock(dim, num_heads, mlp_ratio, sr_ratio, norm_eps=norm_eps,
-                       drop_path=drop_path[i] if drop_path else 0.0, **block_kwargs) for i in range(depth)])
-        self.norm = nn.LayerNorm(dim, eps=norm_eps)
+                       drop_path=drop_path[i] if drop_path else 0.0, **block_kwargs, **dd) for i in range(depth)])
+        self.norm = nn.LayerNorm(dim, eps=norm_eps, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x, H, W = self.downsample(x)
@@ -273,6 +282,7 @@ class FaViT(PyramidNet):
         window_size: side of FaSA's dilated windows (release: 7).
         qkv_bias: biases on the query/key/value linears (release: True).
         global_pool: ``'avg'`` or ``''`` (no pooling in ``forward_head``).
+        device, dtype: where and in which dtype the weights are created (timm's factory arguments).
     """
 
     stem_pattern = r"^stages\.0\.downsample"  # the first patch embedding is the stem
@@ -294,96 +304,57 @@ class FaViT(PyramidNet):
             proj_drop_rate: float = 0.0,
             attn_drop_rate: float = 0.0,
             drop_path_rate: float = 0.0,
+            device=None,
+            dtype=None,
     ):
         super().__init__()
-        for name, v in (("embed_dims", embed_dims), ("depths", depths), ("num_heads", num_heads),
-                        ("mlp_ratios", mlp_ratios), ("sr_ratios", sr_ratios)):
-            if len(v) != 4:
-                raise ValueError(f"FaViT: {name} needs 4 entries (one per stage), got {len(v)}: {tuple(v)}")
         if not isinstance(window_size, int) or isinstance(window_size, bool) or window_size < 1:
             raise ValueError(f"FaViT: window_size must be a positive int, got {window_size!r}")
-        self.init_pyramid(num_classes, global_pool, embed_dims[-1], drop_rate)
-        n = sum(depths)
-        dpr = [drop_path_rate * i / max(n - 1, 1) for i in range(n)]
-        stages, prev, cur = [], in_chans, 0
-        for i in range(4):
-            stages.append(FaViTStage(
-                prev, embed_dims[i], depths[i], num_heads[i], mlp_ratios[i], sr_ratios[i], first=i == 0,
-                drop_path=dpr[cur:cur + depths[i]], norm_eps=norm_eps, window_size=window_size, qkv_bias=qkv_bias,
-                proj_drop=proj_drop_rate, attn_drop=attn_drop_rate))
-            self.feature_info.append(dict(num_chs=embed_dims[i], reduction=2 ** (i + 2), module=f"stages.{i}"))
-            prev, cur = embed_dims[i], cur + depths[i]
-        self.stages = nn.Sequential(*stages)
+        self.init_pyramid(num_classes, global_pool, embed_dims[-1], drop_rate, embed_dims=embed_dims, depths=depths,
+                          num_heads=num_heads, mlp_ratios=mlp_ratios, sr_ratios=sr_ratios)
+        dpr = calculate_drop_path_rates(drop_path_rate, depths, stagewise=True)
+        self.init_stages([
+            FaViTStage(embed_dims[i - 1] if i else in_chans, embed_dims[i], depths[i], num_heads[i], mlp_ratios[i],
+                       sr_ratios[i], first=i == 0, drop_path=dpr[i], norm_eps=norm_eps, window_size=window_size,
+                       qkv_bias=qkv_bias, proj_drop=proj_drop_rate, attn_drop=attn_drop_rate, device=device,
+                       dtype=dtype)
+            for i in range(4)], embed_dims)
         self.init_head()
 
 
-# official key → vzoo key, applied to the part after ``block{i}.{j}.`` (first match wins)
-_BLOCK_RENAMES = (
-    (r"^attn\.kv_g\.", "attn.coarse.kv."),
-    (r"^attn\.sr\.", "attn.coarse.sr."),
-    (r"^attn\.norm\.", "attn.coarse.norm."),
-    (r"^attn\.local_conv_g\.", "attn.coarse.pe."),
-    (r"^attn\.kv_l\.depth_conv\.", "attn.fine_kv.dw."),
-    (r"^attn\.kv_l\.point_conv\.", "attn.fine_kv.pw."),
-    (r"^attn\.fcs\.(\d+)\.", r"attn.fine.\1.fc."),
-    (r"^attn\.single_heads\.(\d+)\.", r"attn.fine.\1.kv."),
-    (r"^attn\.local_convs\.(\d+)\.", r"attn.fine.\1.pe."),
-    (r"^mlp\.dwconv\.dwconv\.", "mlp.dwconv."),
+#: (official, vzoo) key prefixes inside ``block{s}.{j}.``, first match wins (see :func:`pvt_to_pyramid_keys`)
+OFFICIAL_BLOCK_RENAMES = (
+    ("attn.kv_g.", "attn.coarse.kv."),
+    ("attn.sr.", "attn.coarse.sr."),
+    ("attn.norm.", "attn.coarse.norm."),
+    ("attn.local_conv_g.", "attn.coarse.pe."),
+    ("attn.kv_l.depth_conv.", "attn.fine_kv.dw."),
+    ("attn.kv_l.point_conv.", "attn.fine_kv.pw."),
+    ("attn.fcs.{n}.", "attn.fine.{n}.fc."),
+    ("attn.single_heads.{n}.", "attn.fine.{n}.kv."),
+    ("attn.local_convs.{n}.", "attn.fine.{n}.pe."),
+    ("mlp.dwconv.dwconv.", "mlp.dwconv."),
 )
 
 
 def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: nn.Module) -> Dict[str, torch.Tensor]:
-    """Map the official FaViT release (``{'model': state_dict}`` saved by its ``main.py``) onto :class:`FaViT`.
-
-    ``patch_embed{s}.*`` → ``stages.{s-1}.downsample.*``, ``block{s}.{j}.*`` → ``stages.{s-1}.blocks.{j}.*``
-    (with the renames of ``_BLOCK_RENAMES``), ``norm{s}.*`` → ``stages.{s-1}.norm.*``; ``head.*`` stays.
-    A state dict already in vzoo's names passes through unchanged.
-    """
-    if any(k.startswith("stages.") for k in state_dict):
-        return state_dict
-    out = {}
-    for k, v in state_dict.items():
-        m = re.match(r"^(patch_embed|block|norm)(\d+)\.(.*)$", k)
-        if m:
-            kind, s, rest = m.group(1), int(m.group(2)) - 1, m.group(3)
-            if kind == "patch_embed":
-                k = f"stages.{s}.downsample.{rest}"
-            elif kind == "norm":
-                k = f"stages.{s}.norm.{rest}"
-            else:
-                j, rest = rest.split(".", 1)
-                for pattern, repl in _BLOCK_RENAMES:
-                    new, hit = re.subn(pattern, repl, rest, count=1)
-                    if hit:
-                        rest = new
-                        break
-                k = f"stages.{s}.blocks.{j}.{rest}"
-        out[k] = v
-    return out
+    """Map the official FaViT release (``{'model': state_dict}`` saved by its ``main.py``) onto :class:`FaViT`:
+    the PVT-style names (``patch_embed{s}``, ``block{s}.{j}``, ``norm{s}``) with the renames of
+    ``OFFICIAL_BLOCK_RENAMES``. A state dict already in vzoo's names passes through unchanged."""
+    return pvt_to_pyramid_keys(state_dict, OFFICIAL_BLOCK_RENAMES)
 
 
 def _create_favit(variant: str, pretrained: bool = False, **kwargs) -> FaViT:
-    out_indices = kwargs.pop("out_indices", (0, 1, 2, 3))
     return build_vzoo_model(FaViT, variant, pretrained, checkpoint_filter_fn=checkpoint_filter_fn,
-                            feature_cfg=dict(out_indices=out_indices), **kwargs)
+                            feature_cfg=dict(out_indices=(0, 1, 2, 3)), **dict(_VARIANTS[variant], **kwargs))
 
 
 def _cfg(top1: Optional[float] = None, params_m: Optional[float] = None, gflops: Optional[float] = None, **kwargs):
-    notes = []
-    if top1 is not None:
-        notes.append(f"official ImageNet-1k top-1 {top1}% at 224 (q2479036243/FaViT README)")
-    if params_m is not None:
-        notes.append(f"official params {params_m} M, {gflops} GFLOPs")
-    return {
-        "num_classes": 1000, "input_size": (3, 224, 224), "pool_size": (7, 7), "crop_pct": 0.875,
-        "interpolation": "bicubic", "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
-        "min_input_size": (3, 64, 64), "fixed_input_size": False,
-        "first_conv": "stages.0.downsample.proj", "classifier": "head",
-        "origin_url": "https://github.com/q2479036243/FaViT",
-        "paper_ids": "arXiv:2312.08614",
-        "paper_name": "Factorization Vision Transformer: Modeling Long Range Dependency with Local Window Cost",
-        "notes": tuple(notes), **kwargs,
-    }
+    return vzoo_cfg(
+        min_input_size=(3, 64, 64), fixed_input_size=False, first_conv="stages.0.downsample.proj",
+        origin_url="https://github.com/q2479036243/FaViT", paper_ids="arXiv:2312.08614",
+        paper_name="Factorization Vision Transformer: Modeling Long Range Dependency with Local Window Cost",
+        notes=official_notes("q2479036243/FaViT README", top1, params_m, gflops), **kwargs)
 
 
 default_cfgs = generate_default_cfgs({
@@ -393,35 +364,30 @@ default_cfgs = generate_default_cfgs({
     "favit_b3.in1k": _cfg(top1=83.4, params_m=48, gflops=8.5),
 })
 
-# (embed_dims, depths); num_heads (1, 2, 4, 8), mlp_ratios (8, 6, 4, 4), sr_ratios (8, 4, 2, 1) for all
+# num_heads (1, 2, 4, 8), mlp_ratios (8, 6, 4, 4), sr_ratios (8, 4, 2, 1) for all
 _VARIANTS = {
-    "favit_b0": ((32, 64, 128, 256), (2, 2, 6, 2)),
-    "favit_b1": ((64, 128, 256, 512), (2, 2, 6, 2)),
-    "favit_b2": ((64, 128, 256, 512), (2, 3, 18, 3)),
-    "favit_b3": ((96, 192, 384, 768), (2, 3, 14, 3)),
+    "favit_b0": dict(embed_dims=(32, 64, 128, 256), depths=(2, 2, 6, 2)),
+    "favit_b1": dict(embed_dims=(64, 128, 256, 512), depths=(2, 2, 6, 2)),
+    "favit_b2": dict(embed_dims=(64, 128, 256, 512), depths=(2, 3, 18, 3)),
+    "favit_b3": dict(embed_dims=(96, 192, 384, 768), depths=(2, 3, 14, 3)),
 }
-
-
-def _favit(variant: str, pretrained: bool, **kwargs) -> FaViT:
-    dims, depths = _VARIANTS[variant]
-    return _create_favit(variant, pretrained, **dict(dict(embed_dims=dims, depths=depths), **kwargs))
 
 
 @register_model
 def favit_b0(pretrained: bool = False, **kwargs) -> FaViT:
-    return _favit("favit_b0", pretrained, **kwargs)
+    return _create_favit("favit_b0", pretrained, **kwargs)
 
 
 @register_model
 def favit_b1(pretrained: bool = False, **kwargs) -> FaViT:
-    return _favit("favit_b1", pretrained, **kwargs)
+    return _create_favit("favit_b1", pretrained, **kwargs)
 
 
 @register_model
 def favit_b2(pretrained: bool = False, **kwargs) -> FaViT:
-    return _favit("favit_b2", pretrained, **kwargs)
+    return _create_favit("favit_b2", pretrained, **kwargs)
 
 
 @register_model
 def favit_b3(pretrained: bool = False, **kwargs) -> FaViT:
-    return _favit("favit_b3", pretrained, **kwargs)
+    return _create_favit("favit_b3", pretrained, **kwargs)

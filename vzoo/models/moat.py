@@ -69,12 +69,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
 from timm.layers import DropPath, create_conv2d, trunc_normal_
 from timm.models import generate_default_cfgs, register_model
 from timm.models._manipulate import checkpoint_seq
 
 from vzoo.layers.neighborhood_attention import na2d
-from ._builder import build_vzoo_model
+from ._builder import build_vzoo_model, official_notes, vzoo_cfg
 from ._pyramid import PyramidNet
 
 __all__ = ["MOAT", "MoatAttention", "checkpoint_filter_fn", "tf_to_vzoo_state_dict", "convert_tf_checkpoint",
@@ -112,11 +113,12 @@ def avg_pool_same(x: torch.Tensor, kernel_size: int, stride: int) -> torch.Tenso
 class SqueezeExcite(nn.Module):
     """Global mean → 1×1 conv → SiLU → 1×1 conv → sigmoid, multiplied onto the input."""
 
-    def __init__(self, chs: int, rd_chs: int):
+    def __init__(self, chs: int, rd_chs: int, device=None, dtype=None):
         super().__init__()
-        self.reduce = nn.Conv2d(chs, rd_chs, 1)
+        dd = dict(device=device, dtype=dtype)
+        self.reduce = nn.Conv2d(chs, rd_chs, 1, **dd)
         self.act = nn.SiLU()
-        self.expand = nn.Conv2d(rd_chs, chs, 1)
+        self.expand = nn.Conv2d(rd_chs, chs, 1, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = x.mean((2, 3), keepdim=True)
@@ -126,10 +128,10 @@ class SqueezeExcite(nn.Module):
 class Shortcut(nn.Module):
     """Average pool ('same', padding not counted) where the block downsamples, 1×1 conv where the width changes."""
 
-    def __init__(self, in_chs: int, out_chs: int, stride: int, pool_size: int):
+    def __init__(self, in_chs: int, out_chs: int, stride: int, pool_size: int, device=None, dtype=None):
         super().__init__()
         self.stride, self.pool_size = stride, pool_size
-        self.conv = nn.Conv2d(in_chs, out_chs, 1) if in_chs != out_chs else None
+        self.conv = nn.Conv2d(in_chs, out_chs, 1, device=device, dtype=dtype) if in_chs != out_chs else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride > 1:
@@ -141,19 +143,21 @@ class MBConvBlock(nn.Module):
     """Inverted residual with pre-norm (see the module docstring); ``se_ratio=None`` drops the SE."""
 
     def __init__(self, in_chs: int, out_chs: int, stride: int = 1, expansion: int = 4,
-                 se_ratio: Optional[float] = 0.25, pool_size: int = 2, drop_path: float = 0.0, bn_eps: float = 1e-3):
+                 se_ratio: Optional[float] = 0.25, pool_size: int = 2, drop_path: float = 0.0, bn_eps: float = 1e-3,
+                 device=None, dtype=None):
         super().__init__()
+        dd = dict(device=device, dtype=dtype)
         inner = out_chs * expansion
-        bn = dict(eps=bn_eps, momentum=0.01)
-        self.shortcut = Shortcut(in_chs, out_chs, stride, pool_size)
+        bn = dict(eps=bn_eps, momentum=0.01, **dd)
+        self.shortcut = Shortcut(in_chs, out_chs, stride, pool_size, **dd)
         self.pre_norm = nn.BatchNorm2d(in_chs, **bn)
-        self.expand_conv = nn.Conv2d(in_chs, inner, 1, bias=False)
+        self.expand_conv = nn.Conv2d(in_chs, inner, 1, bias=False, **dd)
         self.expand_norm = nn.BatchNorm2d(inner, **bn)
         self.act = nn.GELU()
-        self.dw_conv = create_conv2d(inner, inner, 3, stride=stride, padding="same", depthwise=True, bias=False)
+        self.dw_conv = create_conv2d(inner, inner, 3, stride=stride, padding="same", depthwise=True, bias=False, **dd)
         self.dw_norm = nn.BatchNorm2d(inner, **bn)
-        self.se = SqueezeExcite(inner, max(1, int(out_chs * se_ratio))) if se_ratio else nn.Identity()
-        self.shrink_conv = nn.Conv2d(inner, out_chs, 1)
+        self.se = SqueezeExcite(inner, max(1, int(out_chs * se_ratio)), **dd) if se_ratio else nn.Identity()
+        self.shrink_conv = nn.Conv2d(inner, out_chs, 1, **dd)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -189,11 +193,13 @@ class MoatAttention(nn.Module):
         window_size: ``None`` (global) or ``(h, w)``.
         rel_pos_size: ``p`` of the ``(heads, 2p-1, 2p-1)`` relative position table; ``None``: no bias.
         backend: ``na2d``'s backend for window attention (``None``: automatic).
+        device, dtype: where and in which dtype the weights are created.
     """
 
     def __init__(self, dim: int, head_dim: int = 32, window_size: Optional[Tuple[int, int]] = None,
-                 rel_pos_size: Optional[int] = 7, backend: Optional[str] = None):
+                 rel_pos_size: Optional[int] = 7, backend: Optional[str] = None, device=None, dtype=None):
         super().__init__()
+        dd = dict(device=device, dtype=dtype)
         if dim < head_dim:
             raise ValueError(f"MoatAttention: dim {dim} is smaller than head_dim {head_dim}")
         self.num_heads = dim // head_dim
@@ -201,11 +207,11 @@ class MoatAttention(nn.Module):
         self.attn_dim = self.num_heads * head_dim
         self.window_size = None if window_size is None else tuple(window_size)
         self.backend = backend
-        self.qkv = nn.Linear(dim, 3 * self.attn_dim)
-        self.proj = nn.Linear(self.attn_dim, dim)
+        self.qkv = nn.Linear(dim, 3 * self.attn_dim, **dd)
+        self.proj = nn.Linear(self.attn_dim, dim, **dd)
         if rel_pos_size is not None:
             self.relative_position_bias_table = nn.Parameter(
-                torch.zeros(self.num_heads, 2 * rel_pos_size - 1, 2 * rel_pos_size - 1))
+                torch.zeros(self.num_heads, 2 * rel_pos_size - 1, 2 * rel_pos_size - 1, **dd))
             trunc_normal_(self.relative_position_bias_table, std=0.02)
         else:
             self.register_parameter("relative_position_bias_table", None)
@@ -255,10 +261,11 @@ class MoatBlock(MBConvBlock):
     def __init__(self, in_chs: int, out_chs: int, stride: int = 1, expansion: int = 4, pool_size: int = 2,
                  drop_path: float = 0.0, bn_eps: float = 1e-3, ln_eps: float = 1e-5, head_dim: int = 32,
                  window_size: Optional[Tuple[int, int]] = None, rel_pos_size: Optional[int] = 7,
-                 attn_backend: Optional[str] = None):
-        super().__init__(in_chs, out_chs, stride, expansion, None, pool_size, drop_path, bn_eps)
-        self.attn_norm = nn.LayerNorm(out_chs, eps=ln_eps)
-        self.attn = MoatAttention(out_chs, head_dim, window_size, rel_pos_size, attn_backend)
+                 attn_backend: Optional[str] = None, device=None, dtype=None):
+        dd = dict(device=device, dtype=dtype)
+        super().__init__(in_chs, out_chs, stride, expansion, None, pool_size, drop_path, bn_eps, **dd)
+        self.attn_norm = nn.LayerNorm(out_chs, eps=ln_eps, **dd)
+        self.attn = MoatAttention(out_chs, head_dim, window_size, rel_pos_size, attn_backend, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = super().forward(x)
@@ -281,14 +288,15 @@ class MoatStage(nn.Module):
 class Stem(nn.Module):
     """3×3 conv stride 2 ('same') → BatchNorm → GELU → 3×3 conv; both convs with bias."""
 
-    def __init__(self, in_chs: int, chs: Sequence[int], bn_eps: float = 1e-3):
+    def __init__(self, in_chs: int, chs: Sequence[int], bn_eps: float = 1e-3, device=None, dtype=None):
         super().__init__()
         if len(chs) != 2:
             raise ValueError(f"MOAT: stem_chs needs 2 entries (two 3x3 convs), got {tuple(chs)}")
-        self.conv1 = create_conv2d(in_chs, chs[0], 3, stride=2, padding="same", bias=True)
-        self.norm1 = nn.BatchNorm2d(chs[0], eps=bn_eps, momentum=0.01)
+        dd = dict(device=device, dtype=dtype)
+        self.conv1 = create_conv2d(in_chs, chs[0], 3, stride=2, padding="same", bias=True, **dd)
+        self.norm1 = nn.BatchNorm2d(chs[0], eps=bn_eps, momentum=0.01, **dd)
         self.act1 = nn.GELU()
-        self.conv2 = create_conv2d(chs[0], chs[1], 3, stride=1, padding="same", bias=True)
+        self.conv2 = create_conv2d(chs[0], chs[1], 3, stride=1, padding="same", bias=True, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv2(self.act1(self.norm1(self.conv1(x))))
@@ -345,6 +353,7 @@ class MOAT(PyramidNet):
         pool_size: kernel of the shortcut's average pool (release: 2 for classification, 3 for dense tasks).
         feature_act: GELU on the intermediate features (the release's ``res`` endpoints).
         attn_backend: backend of ``na2d`` for window attention.
+        device, dtype: where and in which dtype the weights are created (timm's factory arguments).
     """
 
     stem_pattern = r"^stem"
@@ -372,39 +381,41 @@ class MOAT(PyramidNet):
             attn_backend: Optional[str] = None,
             drop_rate: float = 0.0,
             drop_path_rate: float = 0.0,
+            device=None,
+            dtype=None,
     ):
         super().__init__()
-        n = len(depths)
-        if not (len(embed_dims) == len(block_types) == len(rel_pos_sizes) == n == 4):
-            raise ValueError(f"MOAT: embed_dims, depths, block_types and rel_pos_sizes need 4 entries (one per "
-                             f"stage), got {len(embed_dims)}, {n}, {len(block_types)}, {len(rel_pos_sizes)}")
+        self.init_pyramid(num_classes, global_pool, embed_dims[-1], drop_rate, embed_dims=embed_dims, depths=depths,
+                          block_types=block_types, rel_pos_sizes=rel_pos_sizes)
         if any(t not in ("mbconv", "moat") for t in block_types):
             raise ValueError(f"MOAT: block_types entries must be 'mbconv' or 'moat', got {tuple(block_types)}")
         if pool_size not in (1, 2, 3):
             raise ValueError(f"MOAT: pool_size must be 1, 2 or 3, got {pool_size!r}")
         windows = _stage_windows(window_size, block_types)
-        self.init_pyramid(num_classes, global_pool, embed_dims[-1], drop_rate)
-        self.stem = Stem(in_chans, stem_chs, bn_eps)
+        dd = dict(device=device, dtype=dtype)
+        self.stem = Stem(in_chans, stem_chs, bn_eps, **dd)
+        # not timm's calculate_drop_path_rates (linspace to the rate at the last block): the release's
+        # survival_prob rule, 1 - rate * i / n, never reaches the rate
         total = sum(depths)
         stages, prev, idx = [], stem_chs[-1], 0
-        for i in range(n):
+        for i in range(4):
             blocks = []
             for j in range(depths[i]):
-                dp = drop_path_rate * idx / total  # the release's survival_prob rule: 1 - rate * i / n
+                dp = drop_path_rate * idx / total
                 stride = 2 if j == 0 else 1
                 if block_types[i] == "mbconv":
-                    blocks.append(MBConvBlock(prev, embed_dims[i], stride, expansion, se_ratio, pool_size, dp, bn_eps))
+                    blocks.append(MBConvBlock(prev, embed_dims[i], stride, expansion, se_ratio, pool_size, dp, bn_eps,
+                                              **dd))
                 else:
                     win = None if (global_last_block and j == depths[i] - 1) else windows[i]
                     blocks.append(MoatBlock(prev, embed_dims[i], stride, expansion, pool_size, dp, bn_eps, ln_eps,
-                                            head_dim, win, rel_pos_sizes[i] if rel_pos else None, attn_backend))
+                                            head_dim, win, rel_pos_sizes[i] if rel_pos else None, attn_backend, **dd))
                 prev, idx = embed_dims[i], idx + 1
             stages.append(MoatStage(blocks))
-            self.feature_info.append(dict(num_chs=embed_dims[i], reduction=2 ** (i + 2), module=f"stages.{i}"))
-        self.stages = nn.Sequential(*stages)
+        self.init_stages(stages, embed_dims)
         if feature_act:
-            self.extra_norms = nn.ModuleList([nn.GELU() for _ in range(n)])
-        self.head_norm = nn.LayerNorm(embed_dims[-1], eps=ln_eps)
+            self.feature_transforms = nn.ModuleList([nn.GELU() for _ in range(4)])
+        self.head_norm = nn.LayerNorm(embed_dims[-1], eps=ln_eps, **dd)
         self.init_head()
 
     def _init_weights(self, m: nn.Module) -> None:
@@ -565,7 +576,8 @@ def tf_to_vzoo_state_dict(variables: Mapping[str, "np.ndarray"], use_ema: bool =
     return out
 
 
-def checkpoint_filter_fn(state_dict: Dict[str, "torch.Tensor | np.ndarray"], model: nn.Module) -> Dict[str, torch.Tensor]:
+def checkpoint_filter_fn(state_dict: Dict[str, "torch.Tensor | np.ndarray"], model: nn.Module,
+                         ) -> Dict[str, torch.Tensor]:
     """vzoo-named state dicts pass through; deeplab2 TensorFlow variable names (``moat/...``) are mapped
     by :func:`tf_to_vzoo_state_dict`."""
     if any(_is_tf_name(k) for k in state_dict):
@@ -614,33 +626,24 @@ def convert_tf_checkpoint(src: str, use_ema: bool = False) -> Dict[str, torch.Te
 # variants
 # --------------------------------------------------------------------------------------------------
 def _create_moat(variant: str, pretrained: bool = False, **kwargs) -> MOAT:
-    out_indices = kwargs.pop("out_indices", (0, 1, 2, 3))
     return build_vzoo_model(MOAT, variant, pretrained, checkpoint_filter_fn=checkpoint_filter_fn,
-                            feature_cfg=dict(out_indices=out_indices), **kwargs)
+                            feature_cfg=dict(out_indices=(0, 1, 2, 3)), **dict(_VARIANTS[variant], **kwargs))
 
 
-_IMAGENET = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))  # the release's "option 1"
-_HALF = dict(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))                  # "option 2": (x - 127.5) / 127.5
+_IMAGENET = dict(mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD)      # the release's "option 1"
+_HALF = dict(mean=IMAGENET_INCEPTION_MEAN, std=IMAGENET_INCEPTION_STD)      # "option 2": (x - 127.5) / 127.5
 
 
 def _cfg(size: int = 224, top1: Optional[float] = None, params_m: Optional[float] = None, data: str = "ImageNet-1k",
          norm: dict = _IMAGENET, **kwargs):
-    notes = ["crop_pct is not stated by the release (0.875 assumed)"]
-    if top1 is not None:
-        notes.append(f"official ImageNet-1k top-1 {top1}% at {size} ({data}; deeplab2 "
-                     f"g3doc/projects/moat_imagenet_pretrained_checkpoints.md)")
-    if params_m is not None:
-        notes.append(f"official params {params_m} M")
-    return {
-        "num_classes": 1000, "input_size": (3, size, size), "pool_size": (size // 32, size // 32),
-        "crop_pct": 0.875, "interpolation": "bicubic", **norm,
-        "min_input_size": (3, 32, 32), "fixed_input_size": False,
-        "first_conv": "stem.conv1", "classifier": "head", "license": "apache-2.0",
-        "origin_url": "https://github.com/google-research/deeplab2",
-        "paper_ids": "arXiv:2210.01820",
-        "paper_name": "MOAT: Alternating Mobile Convolution and Attention Brings Strong Vision Models",
-        "notes": tuple(notes), **kwargs,
-    }
+    return vzoo_cfg(
+        input_size=(3, size, size), pool_size=(size // 32, size // 32), **norm,
+        min_input_size=(3, 32, 32), fixed_input_size=False, first_conv="stem.conv1", license="apache-2.0",
+        origin_url="https://github.com/google-research/deeplab2", paper_ids="arXiv:2210.01820",
+        paper_name="MOAT: Alternating Mobile Convolution and Attention Brings Strong Vision Models",
+        notes=("crop_pct is not stated by the release (0.875 assumed)",) + official_notes(
+            f"{data}; deeplab2 g3doc/projects/moat_imagenet_pretrained_checkpoints.md", top1, params_m, size=size),
+        **kwargs)
 
 
 default_cfgs = generate_default_cfgs({
@@ -655,67 +658,62 @@ default_cfgs = generate_default_cfgs({
     "tiny_moat_3.in1k_256": _cfg(256, 83.3, 19.5),
 })
 
-# (stem_chs, embed_dims, depths) from deeplab2's moat*_config; head_dim 32, expansion 4, SE 0.25 for all.
+# the variants of deeplab2's moat*_config; head_dim 32, expansion 4, SE 0.25 for all.
 # The release trains them with stochastic depth 1 - survival_prob: moat_0 0.2, moat_1 0.3, moat_2 0.3,
 # moat_3 0.6, moat_4 0.7, tiny_moat_0..2 0, tiny_moat_3 0.1 (timm's default here: 0).
 _VARIANTS = {
-    "moat_0": ((64, 64), (96, 192, 384, 768), (2, 3, 7, 2)),
-    "moat_1": ((64, 64), (96, 192, 384, 768), (2, 6, 14, 2)),
-    "moat_2": ((128, 128), (128, 256, 512, 1024), (2, 6, 14, 2)),
-    "moat_3": ((160, 160), (160, 320, 640, 1280), (2, 12, 28, 2)),
-    "moat_4": ((256, 256), (256, 512, 1024, 2048), (2, 12, 28, 2)),
-    "tiny_moat_0": ((32, 32), (32, 64, 128, 256), (2, 3, 7, 2)),
-    "tiny_moat_1": ((40, 40), (40, 80, 160, 320), (2, 3, 7, 2)),
-    "tiny_moat_2": ((56, 56), (56, 112, 224, 448), (2, 3, 7, 2)),
-    "tiny_moat_3": ((80, 80), (80, 160, 320, 640), (2, 3, 7, 2)),
+    "moat_0": dict(stem_chs=(64, 64), embed_dims=(96, 192, 384, 768), depths=(2, 3, 7, 2)),
+    "moat_1": dict(stem_chs=(64, 64), embed_dims=(96, 192, 384, 768), depths=(2, 6, 14, 2)),
+    "moat_2": dict(stem_chs=(128, 128), embed_dims=(128, 256, 512, 1024), depths=(2, 6, 14, 2)),
+    "moat_3": dict(stem_chs=(160, 160), embed_dims=(160, 320, 640, 1280), depths=(2, 12, 28, 2)),
+    "moat_4": dict(stem_chs=(256, 256), embed_dims=(256, 512, 1024, 2048), depths=(2, 12, 28, 2)),
+    "tiny_moat_0": dict(stem_chs=(32, 32), embed_dims=(32, 64, 128, 256), depths=(2, 3, 7, 2)),
+    "tiny_moat_1": dict(stem_chs=(40, 40), embed_dims=(40, 80, 160, 320), depths=(2, 3, 7, 2)),
+    "tiny_moat_2": dict(stem_chs=(56, 56), embed_dims=(56, 112, 224, 448), depths=(2, 3, 7, 2)),
+    "tiny_moat_3": dict(stem_chs=(80, 80), embed_dims=(80, 160, 320, 640), depths=(2, 3, 7, 2)),
 }
-
-
-def _moat(variant: str, pretrained: bool, **kwargs) -> MOAT:
-    stem, dims, depths = _VARIANTS[variant]
-    return _create_moat(variant, pretrained, **dict(dict(stem_chs=stem, embed_dims=dims, depths=depths), **kwargs))
 
 
 @register_model
 def moat_0(pretrained: bool = False, **kwargs) -> MOAT:
-    return _moat("moat_0", pretrained, **kwargs)
+    return _create_moat("moat_0", pretrained, **kwargs)
 
 
 @register_model
 def moat_1(pretrained: bool = False, **kwargs) -> MOAT:
-    return _moat("moat_1", pretrained, **kwargs)
+    return _create_moat("moat_1", pretrained, **kwargs)
 
 
 @register_model
 def moat_2(pretrained: bool = False, **kwargs) -> MOAT:
-    return _moat("moat_2", pretrained, **kwargs)
+    return _create_moat("moat_2", pretrained, **kwargs)
 
 
 @register_model
 def moat_3(pretrained: bool = False, **kwargs) -> MOAT:
-    return _moat("moat_3", pretrained, **kwargs)
+    return _create_moat("moat_3", pretrained, **kwargs)
 
 
 @register_model
 def moat_4(pretrained: bool = False, **kwargs) -> MOAT:
-    return _moat("moat_4", pretrained, **kwargs)
+    return _create_moat("moat_4", pretrained, **kwargs)
 
 
 @register_model
 def tiny_moat_0(pretrained: bool = False, **kwargs) -> MOAT:
-    return _moat("tiny_moat_0", pretrained, **kwargs)
+    return _create_moat("tiny_moat_0", pretrained, **kwargs)
 
 
 @register_model
 def tiny_moat_1(pretrained: bool = False, **kwargs) -> MOAT:
-    return _moat("tiny_moat_1", pretrained, **kwargs)
+    return _create_moat("tiny_moat_1", pretrained, **kwargs)
 
 
 @register_model
 def tiny_moat_2(pretrained: bool = False, **kwargs) -> MOAT:
-    return _moat("tiny_moat_2", pretrained, **kwargs)
+    return _create_moat("tiny_moat_2", pretrained, **kwargs)
 
 
 @register_model
 def tiny_moat_3(pretrained: bool = False, **kwargs) -> MOAT:
-    return _moat("tiny_moat_3", pretrained, **kwargs)
+    return _create_moat("tiny_moat_3", pretrained, **kwargs)

@@ -34,31 +34,24 @@ ulsam_mobilenetv2_g4 mobilenetv2_100 ulsam_mobilenetv1_g4 mobilenetv1_100``.
 """
 from __future__ import annotations
 
-from functools import partial
 from typing import Dict, Sequence, Tuple
 
 import torch
 from torch import nn
+from timm.layers import get_device_dtype
 from timm.models import generate_default_cfgs, register_model
 from timm.models._efficientnet_blocks import DepthwiseSeparableConv, InvertedResidual
-from timm.models._efficientnet_builder import decode_arch_def, resolve_act_layer, resolve_bn_args, round_channels
 from timm.models.efficientnet import EfficientNet
 
 from vzoo.layers.ulsam import ULSAM, ulsam_state_dict_from_official
-from ._builder import build_vzoo_model
+from ._builder import build_vzoo_model, strip_module_prefix, vzoo_cfg
+from ._mobilenet import MOBILENETV1_ARCH, MOBILENETV2_ARCH, mobilenet_kwargs
 
 __all__ = ["UlsamMobileNet", "checkpoint_filter_fn"]
 
 _ARCHS = {
-    # timm's _gen_mobilenet_v1 arch (no head conv: the classifier reads the last 1024-channel stage)
-    "mobilenetv1": dict(arch=[["dsa_r1_k3_s1_c64"], ["dsa_r2_k3_s2_c128"], ["dsa_r2_k3_s2_c256"],
-                              ["dsa_r6_k3_s2_c512"], ["dsa_r2_k3_s2_c1024"]],
-                        num_features=0, positions=((3, 5),)),
-    # timm's _gen_mobilenet_v2 arch
-    "mobilenetv2": dict(arch=[["ds_r1_k3_s1_c16"], ["ir_r2_k3_s2_e6_c24"], ["ir_r3_k3_s2_e6_c32"],
-                              ["ir_r4_k3_s2_e6_c64"], ["ir_r3_k3_s1_e6_c96"], ["ir_r3_k3_s2_e6_c160"],
-                              ["ir_r1_k3_s1_e6_c320"]],
-                        num_features=1280, positions=((4, 2), (5, 2))),
+    "mobilenetv1": dict(arch=MOBILENETV1_ARCH, num_features=0, positions=((3, 5),)),
+    "mobilenetv2": dict(arch=MOBILENETV2_ARCH, num_features=1280, positions=((4, 2), (5, 2))),
 }
 MODES = ("replace", "insert")
 
@@ -88,7 +81,7 @@ class UlsamMobileNet(EfficientNet):
         if ulsam_mode not in MODES:
             raise ValueError(f"UlsamMobileNet: ulsam_mode must be one of {MODES}, got {ulsam_mode!r}")
         super().__init__(**kwargs)
-        dd = dict(device=self.conv_stem.weight.device, dtype=self.conv_stem.weight.dtype)
+        dd = get_device_dtype(self)
         self.ulsam_groups, self.ulsam_mode = ulsam_groups, ulsam_mode
         self.ulsam_positions = tuple((int(s), int(b)) for s, b in ulsam_positions)
         # insert from the last position backwards so earlier (stage, block) indices stay valid
@@ -113,8 +106,7 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: nn.Module) 
     """ULSAM networks have no official release; this accepts vzoo's own keys and, inside them, ULSAM
     modules in the reference per-subspace layout (``blocks.3.5.subspaces.{i}.conv_dws.weight``, ...),
     which are fused into vzoo's layout. A DataParallel ``module.`` prefix is removed."""
-    if state_dict and all(k.startswith("module.") for k in state_dict):
-        state_dict = {k[len("module."):]: v for k, v in state_dict.items()}
+    state_dict = strip_module_prefix(state_dict)
     prefixes = sorted({k.split("subspaces.")[0] for k in state_dict if ".subspaces." in k})
     for p in prefixes:
         state_dict = ulsam_state_dict_from_official(state_dict, p)
@@ -123,34 +115,21 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: nn.Module) 
 
 def _create_ulsam(variant: str, base: str, groups: int, pretrained: bool = False, **kwargs) -> UlsamMobileNet:
     spec = _ARCHS[base]
-    out_indices = kwargs.pop("out_indices", (0, 1, 2, 3, 4))
-    model_kwargs = dict(
-        block_args=decode_arch_def(spec["arch"]),
-        num_features=spec["num_features"],
-        stem_size=32,
-        round_chs_fn=round_channels,
-        norm_layer=kwargs.pop("norm_layer", None) or partial(nn.BatchNorm2d, **resolve_bn_args(kwargs)),
-        act_layer=resolve_act_layer(kwargs, "relu6"),
-        ulsam_groups=groups,
-        ulsam_positions=spec["positions"],
-    )
-    model_kwargs.update(kwargs)
     return build_vzoo_model(UlsamMobileNet, variant, pretrained, checkpoint_filter_fn=checkpoint_filter_fn,
-                            feature_cfg=dict(out_indices=out_indices), **model_kwargs)
+                            feature_cfg=dict(out_indices=(0, 1, 2, 3, 4)),
+                            **mobilenet_kwargs(spec["arch"], spec["num_features"], kwargs, ulsam_groups=groups,
+                                               ulsam_positions=spec["positions"]))
 
 
 def _cfg(table: str, top1=None, **kwargs):
     notes = [f"no weights released (the reference repository releases the module only); configuration of {table}"]
     if top1 is not None:
         notes.append(f"paper ImageNet-1k top-1 {top1}%")
-    return {
-        "num_classes": 1000, "input_size": (3, 224, 224), "pool_size": (7, 7), "crop_pct": 0.875,
-        "interpolation": "bilinear", "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
-        "first_conv": "conv_stem", "classifier": "classifier", "license": "mit",
-        "origin_url": "https://github.com/Nandan91/ULSAM", "paper_ids": "arXiv:2006.15102",
-        "paper_name": "ULSAM: Ultra-Lightweight Subspace Attention Module for Compact Convolutional Neural Networks",
-        "notes": tuple(notes), **kwargs,
-    }
+    return vzoo_cfg(
+        interpolation="bilinear", first_conv="conv_stem", classifier="classifier", license="mit",
+        origin_url="https://github.com/Nandan91/ULSAM", paper_ids="arXiv:2006.15102",
+        paper_name="ULSAM: Ultra-Lightweight Subspace Attention Module for Compact Convolutional Neural Networks",
+        notes=tuple(notes), **kwargs)
 
 
 _V1_TABLE = "the MobileNet-V1 ImageNet-1K ablation / fine-grained tables (3.9 M params, 517 M FLOPs)"

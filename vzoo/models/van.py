@@ -13,31 +13,31 @@ load through :func:`checkpoint_filter_fn`.
 """
 from __future__ import annotations
 
-import re
 from typing import Dict, Optional, Sequence
 
 import torch
 from torch import nn
-from timm.layers import DropPath, LayerNorm2d, LayerScale2d
+from timm.layers import DropPath, LayerNorm2d, LayerScale2d, calculate_drop_path_rates
 from timm.models import generate_default_cfgs, register_model
 from timm.models._manipulate import checkpoint_seq
 
 from vzoo.layers.lka import LargeKernelAttention
-from ._builder import build_vzoo_model
-from ._pyramid import PyramidNet
+from ._builder import build_vzoo_model, official_notes, vzoo_cfg
+from ._pyramid import PyramidNet, pvt_to_pyramid_keys
 
-__all__ = ["VAN", "checkpoint_filter_fn"]
+__all__ = ["VAN", "checkpoint_filter_fn", "OFFICIAL_BLOCK_RENAMES"]
 
 
 class SpatialAttention(nn.Module):
     """1×1 conv → GELU → LKA gate → 1×1 conv, plus the input (VAN's attention module)."""
 
-    def __init__(self, dim: int, kernel_size: int = 21, dilation: int = 3):
+    def __init__(self, dim: int, kernel_size: int = 21, dilation: int = 3, device=None, dtype=None):
         super().__init__()
-        self.proj_in = nn.Conv2d(dim, dim, 1)
+        dd = dict(device=device, dtype=dtype)
+        self.proj_in = nn.Conv2d(dim, dim, 1, **dd)
         self.act = nn.GELU()
-        self.lka = LargeKernelAttention(dim, kernel_size, dilation)
-        self.proj_out = nn.Conv2d(dim, dim, 1)
+        self.lka = LargeKernelAttention(dim, kernel_size, dilation, **dd)
+        self.proj_out = nn.Conv2d(dim, dim, 1, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj_out(self.lka(self.act(self.proj_in(x)))) + x
@@ -46,13 +46,14 @@ class SpatialAttention(nn.Module):
 class ConvMlp(nn.Module):
     """1×1 conv → depthwise 3×3 → GELU → 1×1 conv."""
 
-    def __init__(self, dim: int, hidden: int, drop: float = 0.0):
+    def __init__(self, dim: int, hidden: int, drop: float = 0.0, device=None, dtype=None):
         super().__init__()
-        self.fc1 = nn.Conv2d(dim, hidden, 1)
-        self.dwconv = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)
+        dd = dict(device=device, dtype=dtype)
+        self.fc1 = nn.Conv2d(dim, hidden, 1, **dd)
+        self.dwconv = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden, **dd)
         self.act = nn.GELU()
         self.drop = nn.Dropout(drop)
-        self.fc2 = nn.Conv2d(hidden, dim, 1)
+        self.fc2 = nn.Conv2d(hidden, dim, 1, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.drop(self.act(self.dwconv(self.fc1(x))))
@@ -61,15 +62,16 @@ class ConvMlp(nn.Module):
 
 class VanBlock(nn.Module):
     def __init__(self, dim: int, mlp_ratio: float = 4.0, drop: float = 0.0, drop_path: float = 0.0,
-                 ls_init_value: float = 1e-2, kernel_size: int = 21, dilation: int = 3):
+                 ls_init_value: float = 1e-2, kernel_size: int = 21, dilation: int = 3, device=None, dtype=None):
         super().__init__()
-        self.norm1 = nn.BatchNorm2d(dim)
-        self.attn = SpatialAttention(dim, kernel_size, dilation)
-        self.ls1 = LayerScale2d(dim, ls_init_value)
+        dd = dict(device=device, dtype=dtype)
+        self.norm1 = nn.BatchNorm2d(dim, **dd)
+        self.attn = SpatialAttention(dim, kernel_size, dilation, **dd)
+        self.ls1 = LayerScale2d(dim, ls_init_value, **dd)
         self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        self.norm2 = nn.BatchNorm2d(dim)
-        self.mlp = ConvMlp(dim, int(dim * mlp_ratio), drop)
-        self.ls2 = LayerScale2d(dim, ls_init_value)
+        self.norm2 = nn.BatchNorm2d(dim, **dd)
+        self.mlp = ConvMlp(dim, int(dim * mlp_ratio), drop, **dd)
+        self.ls2 = LayerScale2d(dim, ls_init_value, **dd)
         self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -81,10 +83,11 @@ class VanBlock(nn.Module):
 class OverlapDownsample(nn.Module):
     """Overlapping strided conv (kernel ``k``, padding ``k//2``) followed by BatchNorm."""
 
-    def __init__(self, in_chs: int, out_chs: int, kernel_size: int, stride: int):
+    def __init__(self, in_chs: int, out_chs: int, kernel_size: int, stride: int, device=None, dtype=None):
         super().__init__()
-        self.proj = nn.Conv2d(in_chs, out_chs, kernel_size, stride=stride, padding=kernel_size // 2)
-        self.norm = nn.BatchNorm2d(out_chs)
+        dd = dict(device=device, dtype=dtype)
+        self.proj = nn.Conv2d(in_chs, out_chs, kernel_size, stride=stride, padding=kernel_size // 2, **dd)
+        self.norm = nn.BatchNorm2d(out_chs, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.proj(x))
@@ -92,13 +95,16 @@ class OverlapDownsample(nn.Module):
 
 class VanStage(nn.Module):
     def __init__(self, in_chs: int, dim: int, depth: int, mlp_ratio: float, first: bool,
-                 drop: float = 0.0, drop_path: Sequence[float] = (), norm_eps: float = 1e-6, **block_kwargs):
+                 drop: float = 0.0, drop_path: Sequence[float] = (), norm_eps: float = 1e-6, device=None, dtype=None,
+                 **block_kwargs):
         super().__init__()
+        dd = dict(device=device, dtype=dtype)
         self.grad_checkpointing = False
-        self.downsample = OverlapDownsample(in_chs, dim, 7 if first else 3, 4 if first else 2)
+        self.downsample = OverlapDownsample(in_chs, dim, 7 if first else 3, 4 if first else 2, **dd)
         self.blocks = nn.Sequential(*[
-            VanBlock(dim, mlp_ratio, drop, drop_path[i] if drop_path else 0.0, **block_kwargs) for i in range(depth)])
-        self.norm = LayerNorm2d(dim, eps=norm_eps)
+            VanBlock(dim, mlp_ratio, drop, drop_path[i] if drop_path else 0.0, **block_kwargs, **dd)
+            for i in range(depth)])
+        self.norm = LayerNorm2d(dim, eps=norm_eps, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.downsample(x)
@@ -119,6 +125,7 @@ class VAN(PyramidNet):
         kernel_size, dilation: the large kernel that LKA decomposes (official: 21, 3).
         ls_init_value: layer-scale init (official: 1e-2).
         global_pool: ``'avg'`` or ``''`` (no pooling in ``forward_head``).
+        device, dtype: where and in which dtype the weights are created (timm's factory arguments).
     """
 
     stem_pattern = r"^stages\.0\.downsample"  # the first patch embedding is the stem
@@ -138,27 +145,23 @@ class VAN(PyramidNet):
             drop_rate: float = 0.0,
             proj_drop_rate: float = 0.0,
             drop_path_rate: float = 0.0,
+            device=None,
+            dtype=None,
     ):
         super().__init__()
-        if len(embed_dims) != 4 or len(depths) != 4 or len(mlp_ratios) != 4:
-            raise ValueError(f"VAN: embed_dims, depths and mlp_ratios need 4 entries (one per stage), got "
-                             f"{len(embed_dims)}, {len(depths)}, {len(mlp_ratios)}")
-        self.init_pyramid(num_classes, global_pool, embed_dims[-1], drop_rate)
-        n = sum(depths)
-        dpr = [drop_path_rate * i / max(n - 1, 1) for i in range(n)]
-        stages, prev, cur = [], in_chans, 0
-        for i in range(4):
-            stages.append(VanStage(prev, embed_dims[i], depths[i], mlp_ratios[i], first=i == 0, drop=proj_drop_rate,
-                                   drop_path=dpr[cur:cur + depths[i]], norm_eps=norm_eps, ls_init_value=ls_init_value,
-                                   kernel_size=kernel_size, dilation=dilation))
-            self.feature_info.append(dict(num_chs=embed_dims[i], reduction=2 ** (i + 2), module=f"stages.{i}"))
-            prev, cur = embed_dims[i], cur + depths[i]
-        self.stages = nn.Sequential(*stages)
+        self.init_pyramid(num_classes, global_pool, embed_dims[-1], drop_rate,
+                          embed_dims=embed_dims, depths=depths, mlp_ratios=mlp_ratios)
+        dpr = calculate_drop_path_rates(drop_path_rate, depths, stagewise=True)
+        self.init_stages([
+            VanStage(embed_dims[i - 1] if i else in_chans, embed_dims[i], depths[i], mlp_ratios[i], first=i == 0,
+                     drop=proj_drop_rate, drop_path=dpr[i], norm_eps=norm_eps, ls_init_value=ls_init_value,
+                     kernel_size=kernel_size, dilation=dilation, device=device, dtype=dtype)
+            for i in range(4)], embed_dims)
         self.init_head()
 
 
-# official key → vzoo key, applied in order to the part after ``block{i}.{j}.``
-_BLOCK_RENAMES = (
+#: (official, vzoo) key prefixes inside ``block{s}.{j}.``, first match wins (see :func:`pvt_to_pyramid_keys`)
+OFFICIAL_BLOCK_RENAMES = (
     ("attn.proj_1.", "attn.proj_in."),
     ("attn.proj_2.", "attn.proj_out."),
     ("attn.spatial_gating_unit.conv0.", "attn.lka.dw."),
@@ -171,54 +174,23 @@ _BLOCK_RENAMES = (
 
 
 def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: nn.Module) -> Dict[str, torch.Tensor]:
-    """Map the official VAN release (``state_dict`` of ``van_*.pth.tar``) onto :class:`VAN`.
-
-    ``patch_embed{s}.*`` → ``stages.{s-1}.downsample.*``, ``block{s}.{j}.*`` → ``stages.{s-1}.blocks.{j}.*``
-    (with the renames of ``_BLOCK_RENAMES``), ``norm{s}.*`` → ``stages.{s-1}.norm.*``; ``head.*`` stays.
-    A state dict already in vzoo's names passes through unchanged.
-    """
-    if any(k.startswith("stages.") for k in state_dict):
-        return state_dict
-    out = {}
-    for k, v in state_dict.items():
-        m = re.match(r"^(patch_embed|block|norm)(\d+)\.(.*)$", k)
-        if m:
-            kind, s, rest = m.group(1), int(m.group(2)) - 1, m.group(3)
-            if kind == "patch_embed":
-                k = f"stages.{s}.downsample.{rest}"
-            elif kind == "norm":
-                k = f"stages.{s}.norm.{rest}"
-            else:
-                j, rest = rest.split(".", 1)
-                for old, new in _BLOCK_RENAMES:
-                    if rest.startswith(old):
-                        rest = new + rest[len(old):]
-                        break
-                k = f"stages.{s}.blocks.{j}.{rest}"
-        out[k] = v
-    return out
+    """Map the official VAN release (``state_dict`` of ``van_*.pth.tar``) onto :class:`VAN`: the PVT-style
+    names (``patch_embed{s}``, ``block{s}.{j}``, ``norm{s}``) with the renames of ``OFFICIAL_BLOCK_RENAMES``.
+    A state dict already in vzoo's names passes through unchanged."""
+    return pvt_to_pyramid_keys(state_dict, OFFICIAL_BLOCK_RENAMES)
 
 
 def _create_van(variant: str, pretrained: bool = False, **kwargs) -> VAN:
-    out_indices = kwargs.pop("out_indices", (0, 1, 2, 3))
     return build_vzoo_model(VAN, variant, pretrained, checkpoint_filter_fn=checkpoint_filter_fn,
-                            feature_cfg=dict(out_indices=out_indices), **kwargs)
+                            feature_cfg=dict(out_indices=(0, 1, 2, 3)), **dict(_VARIANTS[variant], **kwargs))
 
 
 def _cfg(top1: Optional[float] = None, params_m: Optional[float] = None, **kwargs):
-    notes = []
-    if top1 is not None:
-        notes.append(f"official ImageNet-1k top-1 {top1}% at 224 (VAN paper / VAN-Classification README)")
-    if params_m is not None:
-        notes.append(f"official params {params_m} M")
-    return {
-        "num_classes": 1000, "input_size": (3, 224, 224), "pool_size": (7, 7), "crop_pct": 0.9,
-        "interpolation": "bicubic", "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
-        "first_conv": "stages.0.downsample.proj", "classifier": "head", "license": "apache-2.0",
-        "origin_url": "https://github.com/Visual-Attention-Network/VAN-Classification",
-        "paper_ids": "arXiv:2202.09741", "paper_name": "Visual Attention Network",
-        "notes": tuple(notes), **kwargs,
-    }
+    return vzoo_cfg(
+        crop_pct=0.9, first_conv="stages.0.downsample.proj", license="apache-2.0",
+        origin_url="https://github.com/Visual-Attention-Network/VAN-Classification",
+        paper_ids="arXiv:2202.09741", paper_name="Visual Attention Network",
+        notes=official_notes("VAN paper / VAN-Classification README", top1, params_m), **kwargs)
 
 
 default_cfgs = generate_default_cfgs({
@@ -231,53 +203,48 @@ default_cfgs = generate_default_cfgs({
     "van_b6.untrained": _cfg(),
 })
 
-# (embed_dims, depths); mlp_ratios are (8, 8, 4, 4) for every variant
+# mlp_ratios are (8, 8, 4, 4) for every variant
 _VARIANTS = {
-    "van_b0": ((32, 64, 160, 256), (3, 3, 5, 2)),
-    "van_b1": ((64, 128, 320, 512), (2, 2, 4, 2)),
-    "van_b2": ((64, 128, 320, 512), (3, 3, 12, 3)),
-    "van_b3": ((64, 128, 320, 512), (3, 5, 27, 3)),
-    "van_b4": ((64, 128, 320, 512), (3, 6, 40, 3)),
-    "van_b5": ((96, 192, 480, 768), (3, 3, 24, 3)),
-    "van_b6": ((96, 192, 384, 768), (6, 6, 90, 6)),
+    "van_b0": dict(embed_dims=(32, 64, 160, 256), depths=(3, 3, 5, 2)),
+    "van_b1": dict(embed_dims=(64, 128, 320, 512), depths=(2, 2, 4, 2)),
+    "van_b2": dict(embed_dims=(64, 128, 320, 512), depths=(3, 3, 12, 3)),
+    "van_b3": dict(embed_dims=(64, 128, 320, 512), depths=(3, 5, 27, 3)),
+    "van_b4": dict(embed_dims=(64, 128, 320, 512), depths=(3, 6, 40, 3)),
+    "van_b5": dict(embed_dims=(96, 192, 480, 768), depths=(3, 3, 24, 3)),
+    "van_b6": dict(embed_dims=(96, 192, 384, 768), depths=(6, 6, 90, 6)),
 }
-
-
-def _van(variant: str, pretrained: bool, **kwargs) -> VAN:
-    dims, depths = _VARIANTS[variant]
-    return _create_van(variant, pretrained, **dict(dict(embed_dims=dims, depths=depths), **kwargs))
 
 
 @register_model
 def van_b0(pretrained: bool = False, **kwargs) -> VAN:
-    return _van("van_b0", pretrained, **kwargs)
+    return _create_van("van_b0", pretrained, **kwargs)
 
 
 @register_model
 def van_b1(pretrained: bool = False, **kwargs) -> VAN:
-    return _van("van_b1", pretrained, **kwargs)
+    return _create_van("van_b1", pretrained, **kwargs)
 
 
 @register_model
 def van_b2(pretrained: bool = False, **kwargs) -> VAN:
-    return _van("van_b2", pretrained, **kwargs)
+    return _create_van("van_b2", pretrained, **kwargs)
 
 
 @register_model
 def van_b3(pretrained: bool = False, **kwargs) -> VAN:
-    return _van("van_b3", pretrained, **kwargs)
+    return _create_van("van_b3", pretrained, **kwargs)
 
 
 @register_model
 def van_b4(pretrained: bool = False, **kwargs) -> VAN:
-    return _van("van_b4", pretrained, **kwargs)
+    return _create_van("van_b4", pretrained, **kwargs)
 
 
 @register_model
 def van_b5(pretrained: bool = False, **kwargs) -> VAN:
-    return _van("van_b5", pretrained, **kwargs)
+    return _create_van("van_b5", pretrained, **kwargs)
 
 
 @register_model
 def van_b6(pretrained: bool = False, **kwargs) -> VAN:
-    return _van("van_b6", pretrained, **kwargs)
+    return _create_van("van_b6", pretrained, **kwargs)

@@ -1,4 +1,5 @@
-"""What vzoo adds to timm's GC ViT (the model itself is timm's, never rewritten here).
+"""What vzoo adds to timm's GC ViT (the model itself is timm's, never rewritten here; this module is
+a fix of timm's family, not a vzoo family, hence private).
 
 timm sizes GC ViT's windows and its global queries for the image size given at construction
 (224 → windows 7/7/14/7 and a 7×7 global query per stage). Dense prediction feeds other sizes
