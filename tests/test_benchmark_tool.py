@@ -29,7 +29,8 @@ def test_measure_reports_time_and_memory_and_rejects_bad_counts():
 
 def test_models_suite_writes_table_json_and_markdown_section(tmp_path):
     md = tmp_path / "benchmarks.md"
-    md.write_text("# Benchmarks\n\nintro kept\n\n## models\n\n<!-- bench:models -->\nold\n<!-- /bench:models -->\n\ntail kept\n")
+    md.write_text("# Benchmarks\n\nintro kept\n\n## models\n\n"
+                  "<!-- bench:models -->\nold\n<!-- /bench:models -->\n\ntail kept\n")
     cmd = [sys.executable, str(ROOT / "tools" / "benchmark.py"), "models", "--models", "resnet10t",
            "--img-size", "32", "48", "--batch-size", "2", "--iters", "1", "--warmup", "0", "--train",
            "--device", "cpu", "--json", str(tmp_path / "r.json"), "--markdown", str(md)]

@@ -1,7 +1,6 @@
 """The checkpoint index, safe loading, and tools/convert.py."""
 import json
 import os
-import pickle
 import subprocess
 import sys
 from pathlib import Path

@@ -14,7 +14,6 @@ from mmengine.registry import init_default_scope  # noqa: E402
 
 import vzoo.mm  # noqa: E402,F401
 from vzoo.mm import VZooBackbone  # noqa: E402
-from vzoo.models import CheckpointError  # noqa: E402
 from zoo import smallest_variant  # noqa: E402
 
 # the families vzoo takes from timm as they are, at their smallest variant

@@ -1,6 +1,5 @@
 """The package itself: what `import vzoo` does and does not do, and the install metadata."""
 import configparser
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -35,7 +34,8 @@ def test_setup_cfg_lists_every_package():
     listed = set(cfg["options"]["packages"].split())
     found = {"vzoo.kernels"} | {
         ".".join(p.relative_to(ROOT).parts[:-1]) for p in (ROOT / "vzoo").rglob("__init__.py")}
-    assert found == listed, f"setup.cfg [options] packages: missing {sorted(found - listed)}, stale {sorted(listed - found)}"
+    assert found == listed, \
+        f"setup.cfg [options] packages: missing {sorted(found - listed)}, stale {sorted(listed - found)}"
 
 
 def test_stack_is_pinned_as_designed():

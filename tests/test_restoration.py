@@ -11,7 +11,7 @@ from timm.models import register_model
 import vzoo.tasks  # noqa: F401  (registers the 'vzoo' scope)
 from vzoo.tasks.restoration import (SRFolderDataset, SRMetric, SRModel, imresize, psnr, rgb_to_y, ssim,
                                     tile_layout, tiled_forward)
-from vzoo.tasks.restoration.transforms import LoadSRPair, PairedAlbu
+from vzoo.tasks.restoration.transforms import PairedAlbu
 
 
 class TinySR(nn.Module):

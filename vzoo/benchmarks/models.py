@@ -48,7 +48,7 @@ def run(args):
             x = torch.randn(args.batch_size, 3, size, size, device=args.device, dtype=dtype)
             model.eval()
 
-            def infer():
+            def infer(model=model, x=x):  # bound now: `model` is deleted after the loop
                 with torch.inference_mode():
                     model(x)
             r = measure(infer, args.device, args.warmup, args.iters)
@@ -57,7 +57,7 @@ def run(args):
             if args.train:
                 model.train()
 
-                def step():
+                def step(model=model, x=x):
                     model(x).float().sum().backward()
                 t = measure(step, args.device, args.warmup, args.iters)
                 model.zero_grad(set_to_none=True)

@@ -35,7 +35,8 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 from PIL import Image, ImageDraw
 
-__all__ = ["SHAPE_CLASSES", "make_scene", "make_digits", "make_shapes", "make_sr", "make_all", "SR_TRAIN_PHOTOS", "SR_VAL_PHOTOS"]
+__all__ = ["SHAPE_CLASSES", "make_scene", "make_digits", "make_shapes", "make_sr", "make_all", "SR_TRAIN_PHOTOS",
+           "SR_VAL_PHOTOS"]
 
 SHAPE_CLASSES = ("circle", "square", "triangle")
 

@@ -14,6 +14,11 @@ from ..registry import HOOKS
 __all__ = ["ClsVisualizationHook"]
 
 
+def _class_name(classes, index: int) -> str:
+    """The dataset's name of class ``index``, or the index itself (a head may have more classes than names)."""
+    return classes[index] if classes and 0 <= index < len(classes) else str(index)
+
+
 @HOOKS.register_module()
 class ClsVisualizationHook(Hook):
     priority = "NORMAL"
@@ -44,8 +49,9 @@ class ClsVisualizationHook(Hook):
             canvas.paste(im, (0, 30))
             pred = int(s.pred_label)
             gt = int(s.gt_label) if "gt_label" in s else None
-            name = (lambda c: classes[c] if classes else str(c))
-            text = f"pred {name(pred)} ({float(s.pred_score[pred]):.2f})" + (f" | gt {name(gt)}" if gt is not None else "")
+            text = f"pred {_class_name(classes, pred)} ({float(s.pred_score[pred]):.2f})"
+            if gt is not None:
+                text += f" | gt {_class_name(classes, gt)}"
             ImageDraw.Draw(canvas).text((3, 8), text, fill="green" if gt in (None, pred) else "red")
             stem = osp.splitext(osp.basename(path))[0]
             canvas.save(osp.join(out_dir, f"{batch_idx:06d}_{i}_{stem}.png"))

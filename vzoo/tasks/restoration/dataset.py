@@ -38,7 +38,8 @@ class SRFolderDataset(BaseDataset):
 
     def __init__(self, gt_folder: str, scale: int, lr_folder: Optional[str] = None,
                  lr_filename_tmpl: str = "{}", lr_ext: Optional[str] = None, recursive: bool = False,
-                 repeat: int = 1, dataset_name: Optional[str] = None, data_root: str = "", pipeline: Sequence = (), test_mode: bool = False,
+                 repeat: int = 1, dataset_name: Optional[str] = None, data_root: str = "", pipeline: Sequence = (),
+                 test_mode: bool = False,
                  **kwargs):
         if not isinstance(scale, int) or scale < 1:
             raise ValueError(f"SRFolderDataset: scale must be an int >= 1, got {scale!r}")

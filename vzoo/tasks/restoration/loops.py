@@ -1,7 +1,7 @@
 """Testing on several SR benchmarks in one run (Set5, Set14, B100, Urban100, Manga109 ...)."""
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Union
+from typing import Dict, Sequence, Union
 
 import torch
 from mmengine.evaluator import Evaluator

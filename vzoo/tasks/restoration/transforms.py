@@ -15,7 +15,7 @@ A sample dict carries ``gt`` (the HR image, HWC uint8 RGB) and ``lr`` (the LR im
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import albumentations as A
 import numpy as np
@@ -92,7 +92,8 @@ def _build_albu(cfg: Any):
     if isinstance(cfg, A.BasicTransform):
         return cfg
     if not isinstance(cfg, dict) or "type" not in cfg:
-        raise TypeError(f"PairedAlbu: each transform must be a dict with 'type' or an albumentations transform, got {cfg!r}")
+        raise TypeError(f"PairedAlbu: each transform must be a dict with 'type' or an albumentations transform, "
+                        f"got {cfg!r}")
     cfg = dict(cfg)
     name = cfg.pop("type")
     if name == "PairedRandomCrop":
