@@ -167,11 +167,12 @@ def _unwindows(t: torch.Tensor, window: int, B: int, H: int, W: int) -> torch.Te
 class ChannelAttention(nn.Module):
     """Squeeze-and-excitation gate (RCAN): global average → 1×1 conv → ReLU → 1×1 conv → sigmoid."""
 
-    def __init__(self, dim: int, squeeze_factor: int):
+    def __init__(self, dim: int, squeeze_factor: int, device=None, dtype=None):
         super().__init__()
-        self.fc1 = nn.Conv2d(dim, dim // squeeze_factor, 1)
+        dd = dict(device=device, dtype=dtype)
+        self.fc1 = nn.Conv2d(dim, dim // squeeze_factor, 1, **dd)
         self.act = nn.ReLU(inplace=True)
-        self.fc2 = nn.Conv2d(dim // squeeze_factor, dim, 1)
+        self.fc2 = nn.Conv2d(dim // squeeze_factor, dim, 1, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * torch.sigmoid(self.fc2(self.act(self.fc1(x.mean(dim=(2, 3), keepdim=True)))))
@@ -180,12 +181,13 @@ class ChannelAttention(nn.Module):
 class CAB(nn.Module):
     """Channel attention block: 3×3 conv (÷ compress_ratio) → GELU → 3×3 conv → channel attention."""
 
-    def __init__(self, dim: int, compress_ratio: int, squeeze_factor: int):
+    def __init__(self, dim: int, compress_ratio: int, squeeze_factor: int, device=None, dtype=None):
         super().__init__()
-        self.conv1 = nn.Conv2d(dim, dim // compress_ratio, 3, 1, 1)
+        dd = dict(device=device, dtype=dtype)
+        self.conv1 = nn.Conv2d(dim, dim // compress_ratio, 3, 1, 1, **dd)
         self.act = nn.GELU()
-        self.conv2 = nn.Conv2d(dim // compress_ratio, dim, 3, 1, 1)
-        self.ca = ChannelAttention(dim, squeeze_factor)
+        self.conv2 = nn.Conv2d(dim // compress_ratio, dim, 3, 1, 1, **dd)
+        self.ca = ChannelAttention(dim, squeeze_factor, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.ca(self.conv2(self.act(self.conv1(x))))
@@ -199,14 +201,15 @@ class WindowAttention(nn.Module):
     """
 
     def __init__(self, dim: int, num_heads: int, window_size: int, qkv_bias: bool = True,
-                 attn_drop: float = 0.0, proj_drop: float = 0.0):
+                 attn_drop: float = 0.0, proj_drop: float = 0.0, device=None, dtype=None):
         super().__init__()
+        dd = dict(device=device, dtype=dtype)
         self.num_heads = num_heads
         self.window_size = window_size
         self.attn_drop = attn_drop
-        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window_size - 1) ** 2, num_heads))
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window_size - 1) ** 2, num_heads, **dd))
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias, **dd)
+        self.proj = nn.Linear(dim, dim, **dd)
         self.proj_drop = nn.Dropout(proj_drop)
         self.backend = "auto"  # set by the model: 'auto', 'reference' or 'na2d'
 
@@ -266,17 +269,19 @@ class HAB(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, window_size: int, shift_size: int, compress_ratio: int,
                  squeeze_factor: int, conv_scale: float, mlp_ratio: float, qkv_bias: bool = True,
-                 drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0):
+                 drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0, device=None, dtype=None):
         super().__init__()
+        dd = dict(device=device, dtype=dtype)
         self.window_size = window_size
         self.shift_size = shift_size
         self.conv_scale = conv_scale
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn = WindowAttention(dim, num_heads, window_size, qkv_bias, attn_drop, drop)
-        self.cab = CAB(dim, compress_ratio, squeeze_factor)
+        self.norm1 = nn.LayerNorm(dim, **dd)
+        self.attn = WindowAttention(dim, num_heads, window_size, qkv_bias=qkv_bias, attn_drop=attn_drop,
+                                    proj_drop=drop, **dd)
+        self.cab = CAB(dim, compress_ratio, squeeze_factor, **dd)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        self.norm2 = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU, drop=drop)
+        self.norm2 = nn.LayerNorm(dim, **dd)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU, drop=drop, **dd)
 
     def forward(self, x: torch.Tensor, rpi: torch.Tensor, group_masks: Optional[torch.Tensor]) -> torch.Tensor:
         y = self.norm1(x)
@@ -297,18 +302,19 @@ class OCAB(nn.Module):
     with a relative position bias; then a residual MLP."""
 
     def __init__(self, dim: int, num_heads: int, window_size: int, overlap_ratio: float,
-                 mlp_ratio: float, qkv_bias: bool = True):
+                 mlp_ratio: float, qkv_bias: bool = True, device=None, dtype=None):
         super().__init__()
+        dd = dict(device=device, dtype=dtype)
         self.num_heads = num_heads
         self.window_size = window_size
         self.overlap_win_size = int(window_size * overlap_ratio) + window_size
-        self.norm1 = nn.LayerNorm(dim)
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.norm1 = nn.LayerNorm(dim, **dd)
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias, **dd)
         L = window_size + self.overlap_win_size - 1
-        self.relative_position_bias_table = nn.Parameter(torch.zeros(L * L, num_heads))
-        self.proj = nn.Linear(dim, dim)
-        self.norm2 = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU)
+        self.relative_position_bias_table = nn.Parameter(torch.zeros(L * L, num_heads, **dd))
+        self.proj = nn.Linear(dim, dim, **dd)
+        self.norm2 = nn.LayerNorm(dim, **dd)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU, **dd)
 
     def forward(self, x: torch.Tensor, rpi: torch.Tensor) -> torch.Tensor:
         B, H, W, C = x.shape
@@ -332,15 +338,17 @@ class RHAG(nn.Module):
     def __init__(self, dim: int, depth: int, num_heads: int, window_size: int, compress_ratio: int,
                  squeeze_factor: int, conv_scale: float, overlap_ratio: float, mlp_ratio: float,
                  qkv_bias: bool = True, drop: float = 0.0, attn_drop: float = 0.0,
-                 drop_path: Sequence[float] = (), resi_connection: str = "1conv"):
+                 drop_path: Sequence[float] = (), resi_connection: str = "1conv", device=None, dtype=None):
         super().__init__()
+        dd = dict(device=device, dtype=dtype)
         self.grad_checkpointing = False
         self.blocks = nn.ModuleList([
             HAB(dim, num_heads, window_size, 0 if i % 2 == 0 else window_size // 2, compress_ratio, squeeze_factor,
-                conv_scale, mlp_ratio, qkv_bias, drop, attn_drop, drop_path[i] if drop_path else 0.0)
+                conv_scale, mlp_ratio, qkv_bias=qkv_bias, drop=drop, attn_drop=attn_drop,
+                drop_path=drop_path[i] if drop_path else 0.0, **dd)
             for i in range(depth)])
-        self.ocab = OCAB(dim, num_heads, window_size, overlap_ratio, mlp_ratio, qkv_bias)
-        self.conv = nn.Conv2d(dim, dim, 3, 1, 1) if resi_connection == "1conv" else nn.Identity()
+        self.ocab = OCAB(dim, num_heads, window_size, overlap_ratio, mlp_ratio, qkv_bias=qkv_bias, **dd)
+        self.conv = nn.Conv2d(dim, dim, 3, 1, 1, **dd) if resi_connection == "1conv" else nn.Identity()
 
     def forward(self, x: torch.Tensor, rpi_sa: torch.Tensor, rpi_oca: torch.Tensor,
                 group_masks: torch.Tensor) -> torch.Tensor:
@@ -360,13 +368,14 @@ class RHAG(nn.Module):
 class Upsample(nn.Sequential):
     """Pixel-shuffle upsampling: (3×3 conv to 4·C, PixelShuffle(2)) per factor 2, or one ×3 step."""
 
-    def __init__(self, scale: int, num_feat: int):
+    def __init__(self, scale: int, num_feat: int, device=None, dtype=None):
+        dd = dict(device=device, dtype=dtype)
         layers: List[nn.Module] = []
         if scale & (scale - 1) == 0:
             for _ in range(int(math.log2(scale))):
-                layers += [nn.Conv2d(num_feat, 4 * num_feat, 3, 1, 1), nn.PixelShuffle(2)]
+                layers += [nn.Conv2d(num_feat, 4 * num_feat, 3, 1, 1, **dd), nn.PixelShuffle(2)]
         elif scale == 3:
-            layers += [nn.Conv2d(num_feat, 9 * num_feat, 3, 1, 1), nn.PixelShuffle(3)]
+            layers += [nn.Conv2d(num_feat, 9 * num_feat, 3, 1, 1, **dd), nn.PixelShuffle(3)]
         else:
             raise ValueError(f"HAT: upscale must be one of {UPSCALES}, got {scale!r}")
         super().__init__(*layers)
@@ -397,6 +406,7 @@ class HAT(nn.Module):
             training). Shifted windows (masked) and OCAB always use the reference.
         drop_path_rate: stochastic depth, linearly increasing over all HABs (official default 0.1).
         num_classes: must be 0 (no classifier; accepted so timm's defaults pass through).
+        device, dtype: where and in which dtype the weights are created (timm's factory arguments).
     """
 
     vzoo_task = "image-to-image"
@@ -425,8 +435,11 @@ class HAT(nn.Module):
             attn_drop_rate: float = 0.0,
             drop_path_rate: float = 0.1,
             num_classes: int = 0,
+            device=None,
+            dtype=None,
     ):
         super().__init__()
+        dd = dict(device=device, dtype=dtype)
         self._check_args(in_chans, upscale, embed_dim, depths, num_heads, window_size, compress_ratio,
                          squeeze_factor, overlap_ratio, mlp_ratio, img_range, upsampler, resi_connection,
                          attn_backend, num_classes)
@@ -440,15 +453,16 @@ class HAT(nn.Module):
         self.attn_backend = attn_backend
         self.grad_checkpointing = False
         mean = torch.tensor(tuple(rgb_mean), dtype=torch.float32) if in_chans == 3 else torch.zeros(in_chans)
-        self.register_buffer("mean", mean.view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("mean", mean.view(1, -1, 1, 1).to(**dd), persistent=False)
         overlap_win = int(window_size * overlap_ratio) + window_size
-        self.register_buffer("rpi_sa", window_relative_position_index(window_size), persistent=False)
-        self.register_buffer("rpi_oca", overlap_relative_position_index(window_size, overlap_win),
+        self.register_buffer("rpi_sa", window_relative_position_index(window_size).to(device), persistent=False)
+        self.register_buffer("rpi_oca", overlap_relative_position_index(window_size, overlap_win).to(device),
                              persistent=False)
-        self.register_buffer("shift_masks", shifted_window_group_masks(window_size, self.shift_size), persistent=False)
+        self.register_buffer("shift_masks", shifted_window_group_masks(window_size, self.shift_size).to(**dd),
+                             persistent=False)
 
-        self.conv_first = nn.Conv2d(in_chans, embed_dim, 3, 1, 1)
-        self.embed_norm = nn.LayerNorm(embed_dim)
+        self.conv_first = nn.Conv2d(in_chans, embed_dim, 3, 1, 1, **dd)
+        self.embed_norm = nn.LayerNorm(embed_dim, **dd)
         self.pos_drop = nn.Dropout(drop_rate)
         # per group: linear from 0 to drop_path_rate over all HABs (stagewise=True splits it by group)
         dpr = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
@@ -457,14 +471,15 @@ class HAT(nn.Module):
         for i, (depth, heads) in enumerate(zip(depths, num_heads)):
             self.groups.append(RHAG(embed_dim, depth, heads, window_size, compress_ratio, squeeze_factor, conv_scale,
                                     overlap_ratio, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate,
-                                    dpr[i], resi_connection))
+                                    dpr[i], resi_connection, **dd))
             self.feature_info.append(dict(num_chs=embed_dim, reduction=1, module=f"groups.{i}"))
-        self.norm = nn.LayerNorm(embed_dim)
-        self.conv_after_body = nn.Conv2d(embed_dim, embed_dim, 3, 1, 1) if resi_connection == "1conv" else nn.Identity()
-        self.conv_before_upsample = nn.Conv2d(embed_dim, num_feat, 3, 1, 1)
+        self.norm = nn.LayerNorm(embed_dim, **dd)
+        self.conv_after_body = nn.Conv2d(embed_dim, embed_dim, 3, 1, 1, **dd) if resi_connection == "1conv" \
+            else nn.Identity()
+        self.conv_before_upsample = nn.Conv2d(embed_dim, num_feat, 3, 1, 1, **dd)
         self.act = nn.LeakyReLU(inplace=True)
-        self.upsample = Upsample(upscale, num_feat)
-        self.conv_last = nn.Conv2d(num_feat, in_chans, 3, 1, 1)
+        self.upsample = Upsample(upscale, num_feat, **dd)
+        self.conv_last = nn.Conv2d(num_feat, in_chans, 3, 1, 1, **dd)
         self.apply(self._init_weights)
         for name, p in self.named_parameters():
             if name.endswith("relative_position_bias_table"):
