@@ -21,7 +21,7 @@ from typing import Callable, Optional
 
 import torch
 
-__all__ = ["measure", "device_name", "progress"]
+__all__ = ["measure", "device_name", "progress", "add_timing_arguments"]
 
 
 def _proc_status_kb(field: str) -> Optional[int]:
@@ -91,3 +91,14 @@ def progress(row: dict) -> dict:
     """Print one finished row to stderr as it comes (a run stopped by a time limit keeps what it measured)."""
     print("row " + json.dumps(row, default=str), file=sys.stderr, flush=True)
     return row
+
+
+def add_timing_arguments(p, iters: int = 3) -> None:
+    """The options of a suite that times models in interleaved rounds: device, dtype, CPU threads, rounds,
+    warm-up and timed calls."""
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
+    p.add_argument("--repeats", type=int, default=3, help="interleaved rounds; each case keeps its best")
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--iters", type=int, default=iters)
