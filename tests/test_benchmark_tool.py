@@ -70,12 +70,18 @@ def test_markdown_table_columns_alignment_and_format():
 
 def test_atomic_write_follows_the_umask_and_keeps_the_old_file_on_failure(tmp_path):
     import os
+    import torch
+    from safetensors.torch import save_file
     from vzoo.utils import atomic_write, atomic_write_text
     path = tmp_path / "sub" / "f.txt"
     old = os.umask(0o022)
     try:
         atomic_write_text(path, "one")
         assert path.read_text() == "one" and (path.stat().st_mode & 0o777) == 0o644  # not mkstemp's 0o600
+        st = tmp_path / "w.safetensors"
+        with atomic_write(st) as tmp:  # a writer that makes its own 0o600 file (safetensors) gets the umask too
+            save_file({"w": torch.ones(2)}, tmp)
+        assert (st.stat().st_mode & 0o777) == 0o644
         os.umask(0o077)
         atomic_write_text(path, "two")
         assert (path.stat().st_mode & 0o777) == 0o600

@@ -33,10 +33,12 @@ from vzoo.utils import atomic_write
 
 
 def read_source(model: str, src: str, fmt: str):
-    if fmt in ("torch", "safetensors", "basicsr"):
-        return load_checkpoint_file(src)
-    # non-PyTorch releases: the family module converts them (e.g. convert_tf_checkpoint)
     family = importlib.import_module(timm.models.model_entrypoint(model).__module__)
+    if fmt in ("torch", "safetensors", "basicsr"):
+        # a family whose release container needs more than plain tensors (EViT's main.py saves its
+        # argparse Namespace) reads it with its own, still weights_only, loader
+        return getattr(family, "load_release_checkpoint", load_checkpoint_file)(src)
+    # non-PyTorch releases: the family module converts them (e.g. convert_tf_checkpoint)
     fn = getattr(family, f"convert_{fmt}_checkpoint", None)
     if fn is None:
         raise SystemExit(f"convert.py: {family.__name__} has no convert_{fmt}_checkpoint for format={fmt!r}")

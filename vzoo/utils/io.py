@@ -10,6 +10,12 @@ from typing import Iterator
 __all__ = ["atomic_write", "atomic_write_text"]
 
 
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike) -> Iterator[str]:
     """Yield a temporary path next to ``path`` to write the new file to; on a clean exit fsync it and
@@ -28,6 +34,8 @@ def atomic_write(path: str | os.PathLike) -> Iterator[str]:
     os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
         yield tmp
+        # some writers replace the file by their own (safetensors' save_file creates it 0o600): set the mode
+        os.chmod(tmp, 0o666 & ~_umask())
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
