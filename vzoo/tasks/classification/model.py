@@ -74,6 +74,8 @@ class TimmClassifier(BaseModel):
             kwargs.update(pretrained=True, pretrained_cfg_overlay=dict(file=pretrained))
         self.arch = arch
         self.model = timm.create_model(arch, **kwargs)
+        if kwargs.get("pretrained"):
+            self.model.is_init = True  # loaded: the runner's init_weights (timm's re-init) must not touch it
         self.num_classes = self.model.num_classes
         self.label_smoothing = label_smoothing
         self.mixup_cfg = dict(mixup) if mixup else None
@@ -97,12 +99,22 @@ class TimmClassifier(BaseModel):
         return torch.stack([torch.as_tensor(s.gt_label).reshape(()) for s in data_samples]).long().to(device)
 
     def loss(self, inputs, data_samples) -> dict:
-        target = self._targets(data_samples, inputs.device)
+        inputs, target = self.mix_batch(inputs, self._targets(data_samples, inputs.device))
+        return dict(loss=self.classification_loss(self.model(inputs), target))
+
+    def mix_batch(self, inputs: torch.Tensor, target: torch.Tensor):
+        """Mixup/CutMix of a training batch (when configured and the batch is even): (inputs, soft targets);
+        otherwise the batch and its class indices unchanged."""
         if self.mixup is not None and inputs.shape[0] % 2 == 0:
-            inputs, soft = self.mixup(inputs, target)
-            return dict(loss=self.soft_ce(self.model(inputs), soft))
+            return self.mixup(inputs, target)
+        return inputs, target
+
+    def classification_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Soft-target cross-entropy for mixed targets, else cross-entropy with label smoothing."""
+        if target.dim() == 2:
+            return self.soft_ce(logits, target)
         smoothing = self.mixup_cfg.get("label_smoothing", 0.1) if self.mixup_cfg else self.label_smoothing
-        return dict(loss=F.cross_entropy(self.model(inputs), target, label_smoothing=smoothing))
+        return F.cross_entropy(logits, target, label_smoothing=smoothing)
 
     def predict(self, inputs, data_samples=None) -> List[BaseDataElement]:
         scores = self.model(inputs).float().softmax(dim=-1)
