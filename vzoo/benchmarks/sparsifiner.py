@@ -20,7 +20,7 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from ._timing import measure, progress
+from ._timing import add_timing_arguments, measure, progress
 
 DESCRIPTION = ("sparsifiner: sparse attention op vs masked dense vs SDPA (N 197/577/1025), and Sparsifiner/DeiT-S "
                "vs DeiT-S")
@@ -35,12 +35,7 @@ def add_arguments(p):
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--img-size", type=int, default=384, help="--part model input side (384: N = 577)")
     p.add_argument("--no-bwd", action="store_true", help="time the forward only")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
-    p.add_argument("--repeats", type=int, default=3, help="interleaved rounds; each case keeps its best")
-    p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--iters", type=int, default=3)
+    add_timing_arguments(p)
 
 
 def _best_of(cases, args):

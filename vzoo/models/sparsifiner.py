@@ -36,7 +36,7 @@ from timm.models.vision_transformer import checkpoint_filter_fn as _vit_checkpoi
 from vzoo.layers.connectivity import ConnectivityPredictor
 from vzoo.layers.sparse_attention import indices_to_mask, masked_dense_attention, sparse_attention
 from ._builder import build_vzoo_model, vzoo_cfg
-from .evit import load_release_checkpoint  # the release saves EViT's / DeiT's main.py container
+from ._token_vit import TokenDroppingViT, load_release_checkpoint, release_file_overlay
 
 __all__ = ["Sparsifiner", "SparsifinerAttention", "SparsifinerBlock", "checkpoint_filter_fn", "fill_predictor",
            "load_release_checkpoint", "PHASES"]
@@ -163,7 +163,7 @@ def release_token_keep_rates(base: float, depth: int) -> List[float]:
     return [float(base) ** min(i // step, 3) for i in range(depth)]
 
 
-class Sparsifiner(VisionTransformer):
+class Sparsifiner(TokenDroppingViT, VisionTransformer):
     """timm's VisionTransformer with Sparsifiner's learned sparse attention.
 
     Args:
@@ -179,6 +179,8 @@ class Sparsifiner(VisionTransformer):
         **kwargs: timm ``VisionTransformer`` arguments; the class token is required, the input size is fixed
             (the predictor's ``proj_n`` has one row per token).
     """
+    NO_FEATURE_MAPS = NO_FEATURE_MAPS  # said by TokenDroppingViT.forward_intermediates / features_only
+
     __jit_unused_properties__ = ["phase", "masked_dense", "attn_backend", "reorganizes_tokens"]
 
     def __init__(self, attn_keep_rate: Union[float, Sequence[float]] = 0.25, reduce_n_factor: float = 6,
@@ -292,16 +294,6 @@ class Sparsifiner(VisionTransformer):
         return dict(logits=self.forward_head(x), tokens=x[:, self.num_prefix_tokens:], approx_attn=approx,
                     token_masks=masks)
 
-    def forward_intermediates(self, x: torch.Tensor, *args, **kwargs):
-        if self.reorganizes_tokens:
-            raise RuntimeError(NO_FEATURE_MAPS)
-        return super().forward_intermediates(x, *args, **kwargs)
-
-    def prune_intermediate_layers(self, *args, **kwargs):
-        if self.reorganizes_tokens:
-            raise RuntimeError(NO_FEATURE_MAPS)
-        return super().prune_intermediate_layers(*args, **kwargs)
-
 
 def fill_predictor(state_dict: Dict[str, torch.Tensor], model: nn.Module) -> Dict[str, torch.Tensor]:
     """A checkpoint without any predictor key (a DeiT / ViT / LV-ViT one) gets the model's own, freshly
@@ -321,9 +313,7 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: Sparsifiner
 def _create_sparsifiner(variant: str, pretrained: bool = False, **kwargs) -> Sparsifiner:
     if kwargs.get("features_only") and kwargs.get("token_pruning_loc") and kwargs.get("token_keep_rate_base", 1.0) < 1:
         raise RuntimeError(f"{variant}: " + NO_FEATURE_MAPS)
-    overlay = dict(kwargs.pop("pretrained_cfg_overlay", None) or {})
-    if pretrained and overlay.get("file"):
-        overlay["state_dict"] = load_release_checkpoint(overlay.pop("file"))
+    overlay = release_file_overlay(pretrained, kwargs)  # main.py's container, as EViT's
     return build_vzoo_model(Sparsifiner, variant, pretrained, checkpoint_filter_fn=checkpoint_filter_fn,
                             pretrained_cfg_overlay=overlay or None, **kwargs)
 
