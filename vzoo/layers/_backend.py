@@ -18,9 +18,11 @@ import torch
 
 from vzoo.kernels import bra as _bra_kernels
 from vzoo.kernels import na as _na_kernels
+from vzoo.kernels import na_split as _na_split_kernels
+from vzoo.kernels import sparse_attention as _sparse_kernels
 
-__all__ = ["OpBackends", "NA_BACKENDS", "ROUTING_BACKENDS", "WINDOW_BACKENDS", "check_backend_name",
-           "choose_backend"]
+__all__ = ["OpBackends", "NA_BACKENDS", "NA_SPLIT_BACKENDS", "ROUTING_BACKENDS", "SPARSE_BACKENDS", "WINDOW_BACKENDS",
+           "check_backend_name", "choose_backend"]
 
 AUTO = "auto"
 
@@ -49,6 +51,11 @@ def can_run_na_triton(*, device: torch.device, dtype: torch.dtype, spatial_dims:
     return _na_kernels.cannot_run(device=device, dtype=dtype, spatial_dims=spatial_dims)
 
 
+def can_run_na_split_triton(*, device: torch.device, dtype: torch.dtype, spatial_dims: int, has_rpb: bool,
+                            **problem) -> Optional[str]:
+    return _na_split_kernels.cannot_run(device=device, dtype=dtype, spatial_dims=spatial_dims, has_rpb=has_rpb)
+
+
 def can_run_natten(*, has_rpb: bool, **problem) -> Optional[str]:
     if has_rpb:
         return "natten has no relative positional bias (natten >= 0.20 removed it); use backend='torch' or 'triton'"
@@ -61,6 +68,10 @@ def can_run_bra_triton(*, device: torch.device, dtype: torch.dtype, soft_routing
     return _bra_kernels.cannot_run(device=device, dtype=dtype, soft_routing=soft_routing)
 
 
+def can_run_sparse_triton(*, device: torch.device, dtype: torch.dtype, **problem) -> Optional[str]:
+    return _sparse_kernels.cannot_run(device=device, dtype=dtype)
+
+
 def can_run_na2d_window(*, attn_dropout: float, **problem) -> Optional[str]:
     """Window attention through :func:`vzoo.layers.na2d` (kernel = stride = window)."""
     if attn_dropout > 0:
@@ -71,8 +82,16 @@ def can_run_na2d_window(*, attn_dropout: float, **problem) -> Optional[str]:
 NA_BACKENDS = OpBackends(
     checks={"triton": can_run_na_triton, "torch": can_run_torch, "natten": can_run_natten},
     auto_cuda=("triton", "torch"), auto_other=("torch",))
+# the split ops na*d_qk / na*d_av (natten >= 0.20 has none to compare with)
+NA_SPLIT_BACKENDS = OpBackends(
+    checks={"triton": can_run_na_split_triton, "torch": can_run_torch},
+    auto_cuda=("triton", "torch"), auto_other=("torch",))
 ROUTING_BACKENDS = OpBackends(
     checks={"triton": can_run_bra_triton, "torch": can_run_torch, "reference": can_run_torch},
+    auto_cuda=("triton", "torch"), auto_other=("torch",))
+# sparse attention over per-query key sets (Sparsifiner); 'reference' is the release's masked dense attention
+SPARSE_BACKENDS = OpBackends(
+    checks={"triton": can_run_sparse_triton, "torch": can_run_torch, "reference": can_run_torch},
     auto_cuda=("triton", "torch"), auto_other=("torch",))
 # window attention (HAT): on the CPU the na2d torch path measured no faster than SDPA (64x64 map, 180
 # channels, 6 heads, window 16: 0.45 s vs 0.41 s on a shared 2-core CPU), so 'auto' keeps the reference there

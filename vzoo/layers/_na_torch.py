@@ -48,17 +48,19 @@ def default_tile(length: int, kernel: int, stride: int, target: int = 6) -> int:
 
 
 @functools.lru_cache(maxsize=256)
+@torch.inference_mode(False)  # cached tables: normal tensors even when first built in inference mode
 def _axis_plan(length: int, kernel: int, stride: int, causal: bool, tile: int):
     """Per-axis tables for the tiled path (CPU tensors, cached)."""
     nt = -(-length // tile)
-    xq = torch.arange(nt * tile).clamp(max=length - 1)  # padded queries repeat the last one
+    # host tables are built on the CPU whatever the default device (meta, cuda), then moved once
+    xq = torch.arange(nt * tile, device="cpu").clamp(max=length - 1)  # padded queries repeat the last one
     lo, hi = window_bounds(length, kernel, stride, causal, xq)
     lo, hi = lo.view(nt, tile), hi.view(nt, tile)
     start = lo.min(1).values
     span = int((hi.max(1).values - start + 1).max())
     region = min(span, length)
     start = start.clamp(max=length - region)
-    u = torch.arange(region)
+    u = torch.arange(region, device="cpu")
     key = start.view(nt, 1, 1) + u.view(1, 1, region)  # (nt, 1, region)
     mask = (key >= lo.unsqueeze(-1)) & (key <= hi.unsqueeze(-1))  # (nt, tile, region)
     offset = (key - xq.view(nt, tile, 1) + kernel - 1).clamp(0, 2 * kernel - 2)  # rpb index
@@ -80,6 +82,7 @@ def _broadcast_axes(tables, n):
 
 
 @functools.lru_cache(maxsize=64)
+@torch.inference_mode(False)
 def _nd_plan(shape, kernel, stride, causal, tile, with_rpb: bool, device: str):
     n = len(shape)
     plans = [_axis_plan(shape[i], kernel[i], stride[i], causal[i], tile[i]) for i in range(n)]
@@ -111,14 +114,15 @@ def _nd_plan(shape, kernel, stride, causal, tile, with_rpb: bool, device: str):
     for a, b in zip(qparts[1:], rparts[1:]):
         qflat, rflat = qflat + a, rflat + b
     qflat, rflat = qflat.reshape(-1), rflat.reshape(-1)
-    inv = torch.empty(math.prod(shape), dtype=torch.long)
-    inv[qflat] = torch.arange(qflat.numel())  # padded duplicates compute the same row: any one will do
+    inv = torch.empty(math.prod(shape), dtype=torch.long, device="cpu")
+    inv[qflat] = torch.arange(qflat.numel(), device="cpu")  # padded duplicates compute the same row: any one will do
     return dict(plans=plans, n_tiles=n_tiles, tq=tq, tk=tk, mask=mask, rpb_idx=rpb_idx,
                 qflat=qflat.to(dev), rflat=rflat.to(dev), inv=inv.to(dev),
                 rpb_numel=math.prod(2 * k - 1 for k in kernel))
 
 
 @functools.lru_cache(maxsize=256)
+@torch.inference_mode(False)
 def _kernel_gather_idx(shape, kernel, tile, device: str):
     """(n_tiles, tq, K): region index of each query's k-th neighbour (non-causal, stride 1)."""
     n = len(shape)
@@ -126,7 +130,7 @@ def _kernel_gather_idx(shape, kernel, tile, device: str):
     tabs = []
     for i, p in enumerate(plans):
         rstride = math.prod(q["region"] for q in plans[i + 1:])
-        j = torch.arange(kernel[i])
+        j = torch.arange(kernel[i], device="cpu")
         tabs.append((p["local_lo"].unsqueeze(-1) + j) * rstride)  # (nt, t, k_i)
     parts = _broadcast_axes(tabs, n)
     idx = parts[0]
@@ -289,6 +293,7 @@ def _na_core_sdpa(q, k, v, plan, shape, scale, rpb):
     return _untile(o, plan, shape, b)
 
 
+@torch.inference_mode(False)
 def _float_mask(plan, dtype):
     key = ("float_mask", dtype)
     if key not in plan:
@@ -303,6 +308,7 @@ def _bias_table(rpb, dtype):
     return torch.cat([flat, flat.new_full((flat.shape[0], 1), float("-inf"))], 1)
 
 
+@torch.inference_mode(False)
 def _masked_rpb_idx(plan):
     if "rpb_idx_masked" not in plan:
         idx = plan["rpb_idx"]
@@ -338,6 +344,8 @@ def _qk_core(q, k, kernel, rpb, tile):
 
 
 def _av_core(a, v, kernel, tile):
+    """Dense weights per tile (scattered from ``a``) times each tile's key region: used for maps hardly
+    larger than the kernel, where one matmul over the whole map beats the offset loop."""
     n = v.dim() - 3
     shape = tuple(v.shape[1:1 + n])
     ones = (1,) * n
@@ -352,6 +360,89 @@ def _av_core(a, v, kernel, tile):
     return _untile(o, plan, shape, v.shape[0])
 
 
+# ---------------------------------------------------------------------------------------------------
+# av by accumulation over the kernel offsets: O(N) memory, forward and backward
+# ---------------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=256)
+@torch.inference_mode(False)
+def _window_starts(shape, kernel, device: str):
+    """Per axis, the first key of each query's window (non-causal, stride 1, group coordinates)."""
+    return tuple(window_bounds(L, k, 1, False, torch.arange(L, device="cpu"))[0].to(torch.device(device))
+                 for L, k in zip(shape, kernel))
+
+
+def _offsets(x, starts, kernel):
+    """Yield ``(j, x_j)`` for every kernel offset ``j`` (row-major): ``x_j[q] = x[window start of q + j]``.
+
+    One ``index_select`` per axis and offset, nested so that the gathered copies alive at any time hold
+    at most ``n`` tensors of ``x``'s size (never the ``prod(kernel)``-fold gathered copy)."""
+    n = len(kernel)
+
+    def walk(axis, g, flat):
+        if axis == n:
+            yield flat, g
+            return
+        for o in range(kernel[axis]):
+            yield from walk(axis + 1, g.index_select(1 + axis, starts[axis] + o), flat * kernel[axis] + o)
+    yield from walk(0, x, 0)
+
+
+def _scatter_offsets(parts, starts, kernel, like):
+    """The adjoint of :func:`_offsets`: ``sum_j scatter(parts(j))`` back to the positions read for offset j.
+    ``parts(j)`` gives the contribution of offset ``j`` (or None to skip)."""
+    n = len(kernel)
+
+    def walk(axis, flat):
+        acc = None
+        for o in range(kernel[axis]):
+            sub = parts(flat * kernel[axis] + o) if axis == n - 1 else walk(axis + 1, flat * kernel[axis] + o)
+            if acc is None:
+                acc = torch.zeros_like(like)
+            acc.index_add_(1 + axis, starts[axis] + o, sub)
+        return acc
+    return walk(0, 0)
+
+
+class _AVOffsets(torch.autograd.Function):
+    """``out = sum_j a[..., j] * v[window start + j]``; saves only ``a`` and ``v`` for the backward."""
+
+    @staticmethod
+    def forward(ctx, a, v, kernel):
+        n = v.dim() - 3
+        starts = _window_starts(tuple(v.shape[1:1 + n]), kernel, str(v.device))
+        out = torch.zeros(v.shape, dtype=v.dtype, device=v.device)
+        for j, vj in _offsets(v, starts, kernel):
+            out.addcmul_(a[..., j, None], vj)
+        ctx.save_for_backward(a, v)
+        ctx.kernel = kernel
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, v = ctx.saved_tensors
+        kernel = ctx.kernel
+        n = v.dim() - 3
+        starts = _window_starts(tuple(v.shape[1:1 + n]), kernel, str(v.device))
+        grad = grad.contiguous()
+        da = dv = None
+        if ctx.needs_input_grad[0]:
+            da = torch.empty_like(a)
+            for j, vj in _offsets(v, starts, kernel):
+                da[..., j] = (grad * vj).sum(-1)
+        if ctx.needs_input_grad[1]:
+            dv = _scatter_offsets(lambda j: grad * a[..., j, None], starts, kernel, v)
+        return da, dv, None
+
+
+def _av_offsets(a, v, kernel, tile):
+    if tile is None and math.prod(v.shape[1:-2]) <= 2 * math.prod(kernel):
+        # a map hardly larger than the kernel: one dense matmul over the whole map is faster
+        return _av_core(a, v, kernel=kernel, tile=tuple(v.shape[1:-2]))
+    if tile is not None:
+        return _av_core(a, v, kernel=kernel, tile=tile)
+    return _AVOffsets.apply(a, v, tuple(kernel))
+
+
 def na_qk(q, k, kernel, dilation, rpb=None, tile=None):
     """Unnormalised scores ``q . k`` (+ rpb) of every query with its ``prod(kernel)`` neighbours."""
     core = functools.partial(_qk_core, kernel=kernel, rpb=rpb, tile=tile)
@@ -359,8 +450,14 @@ def na_qk(q, k, kernel, dilation, rpb=None, tile=None):
 
 
 def na_av(a, v, kernel, dilation, tile=None):
-    """``sum_j a[..., j] * v[neighbour j]``: applies neighbourhood weights ``a`` to the values."""
-    core = functools.partial(_av_core, kernel=kernel, tile=tile)
+    """``sum_j a[..., j] * v[neighbour j]``: applies neighbourhood weights ``a`` to the values.
+
+    Accumulates over the ``prod(kernel)`` offsets (custom backward, ``O(N)`` memory: never the gathered
+    ``k*k`` copy of ``v``); maps at most twice the kernel's size, or an explicit ``tile``, take the
+    tiled dense path instead."""
+    if a.dtype != v.dtype:
+        raise TypeError(f"na_av: attn dtype {a.dtype} does not match value dtype {v.dtype}")
+    core = functools.partial(_av_offsets, kernel=kernel, tile=tile)
     return _run_grouped(core, tensors=(a, v), dilation=dilation, out_channels=v.shape[-1])
 
 

@@ -34,8 +34,9 @@ from typing import Optional, Sequence, Union
 import torch
 
 from vzoo.kernels.na import na_triton
+from vzoo.kernels.na_split import na_av_triton, na_qk_triton
 
-from ._backend import NA_BACKENDS, choose_backend
+from ._backend import NA_BACKENDS, NA_SPLIT_BACKENDS, choose_backend
 from ._na_torch import na_av, na_forward, na_qk
 
 __all__ = ["na1d", "na2d", "na3d", "na1d_qk", "na1d_av", "na2d_qk", "na2d_av", "na3d_qk", "na3d_av",
@@ -222,29 +223,47 @@ def na3d(query, key, value, kernel_size: IntOrTuple, stride: IntOrTuple = 1, dil
 # ---------------------------------------------------------------------------------------------------
 # split ops: scores and weighted sum (for modules that compute or modify the weights themselves)
 # ---------------------------------------------------------------------------------------------------
-def _qk(*, op_name, spatial_dims, query, key, kernel_size, dilation, rpb):
+def _split_geometry(op_name, ref, kernel_size, dilation, n):
+    """Per-axis kernel and dilation of a split op, checked against the map of ``ref``; a kernel that does
+    not fit says how a heads-first tensor (natten < 0.20's layout) would have to be permuted."""
+    kernel = _tuple_arg(op_name, "kernel_size", kernel_size, n)
+    dilation = _tuple_arg(op_name, "dilation", dilation, n)
+    try:
+        _check_geometry(op_name, tuple(ref.shape[1:1 + n]), kernel, (1,) * n, dilation)
+    except ValueError as e:
+        raise ValueError(f"{e}. (Tensors are heads-last, (B, {'H, W' if n == 2 else '*spatial'}, heads, ...); "
+                         f"heads-first ones, natten < 0.20's layout, need x.movedim(1, -2).)") from None
+    return kernel, dilation
+
+
+def _split_backend(op_name, backend, ref, n, rpb=None):
+    return choose_backend(op_name, backend, NA_SPLIT_BACKENDS, device=ref.device, dtype=ref.dtype, spatial_dims=n,
+                          has_rpb=rpb is not None)
+
+
+def _qk(*, op_name, spatial_dims, query, key, kernel_size, dilation, rpb, backend=None):
     n = spatial_dims
     _check_tensor(op_name, "query", query, n)
     _check_tensor(op_name, "key", key, n)
     _check_same(op_name, "query", query, "key", key)
-    kernel = _tuple_arg(op_name, "kernel_size", kernel_size, n)
-    dilation = _tuple_arg(op_name, "dilation", dilation, n)
-    _check_geometry(op_name, tuple(query.shape[1:1 + n]), kernel, (1,) * n, dilation)
+    kernel, dilation = _split_geometry(op_name, query, kernel_size, dilation, n)
     _check_rpb(op_name, rpb, query.shape[-2], kernel, query)
+    if _split_backend(op_name, backend, query, n, rpb) == "triton":
+        return na_qk_triton(query, key, kernel=kernel, dilation=dilation)
     return na_qk(query, key, kernel=kernel, dilation=dilation, rpb=rpb)
 
 
-def _av(*, op_name, spatial_dims, attn, value, kernel_size, dilation):
+def _av(*, op_name, spatial_dims, attn, value, kernel_size, dilation, backend=None):
     n = spatial_dims
     _check_tensor(op_name, "value", value, n)
     _check_tensor(op_name, "attn", attn, n, what="(B, {sp}, heads, prod(kernel_size))")
     _check_same(op_name, "value", value, "attn", attn, last_dim=False)
-    kernel = _tuple_arg(op_name, "kernel_size", kernel_size, n)
-    dilation = _tuple_arg(op_name, "dilation", dilation, n)
-    _check_geometry(op_name, tuple(value.shape[1:1 + n]), kernel, (1,) * n, dilation)
+    kernel, dilation = _split_geometry(op_name, value, kernel_size, dilation, n)
     if attn.shape[-1] != math.prod(kernel):
         raise ValueError(f"{op_name}: attn last dim must be prod(kernel_size) = {math.prod(kernel)}, "
                          f"got {attn.shape[-1]}")
+    if _split_backend(op_name, backend, value, n) == "triton":
+        return na_av_triton(attn, value, kernel=kernel, dilation=dilation)
     return na_av(attn, value, kernel=kernel, dilation=dilation)
 
 
@@ -260,25 +279,31 @@ def na1d_av(attn, value, kernel_size: IntOrTuple, dilation: IntOrTuple = 1):
                dilation=dilation)
 
 
-def na2d_qk(query, key, kernel_size: IntOrTuple, dilation: IntOrTuple = 1, rpb=None):
+def na2d_qk(query, key, kernel_size: IntOrTuple, dilation: IntOrTuple = 1, rpb=None,
+            backend: Optional[str] = None):
     """Scores of every query with its ``kh*kw`` neighbours: ``(B, H, W, heads, kh*kw)``.
 
     Unscaled dot products (scale ``query`` yourself), plus ``rpb`` if given. Neighbour ``j = a*kw + b`` is
     the key at row ``lo_h + a*dh``, column ``lo_w + b*dw`` of the query's (border-shifted) window, the
-    order of natten's legacy ``na2d_qk``. Stride 1, non-causal. Differentiable (torch path on any device).
+    order of natten's legacy ``na2d_qk``. Stride 1, non-causal. Differentiable. ``backend``: ``None`` /
+    ``"auto"`` (fused Triton kernels on CUDA without rpb, torch otherwise), ``"triton"``, ``"torch"``.
     """
     return _qk(op_name="na2d_qk", spatial_dims=2, query=query, key=key, kernel_size=kernel_size,
-               dilation=dilation, rpb=rpb)
+               dilation=dilation, rpb=rpb, backend=backend)
 
 
-def na2d_av(attn, value, kernel_size: IntOrTuple, dilation: IntOrTuple = 1):
+def na2d_av(attn, value, kernel_size: IntOrTuple, dilation: IntOrTuple = 1, backend: Optional[str] = None):
     """``out[q] = sum_j attn[q, j] * value[neighbour j of q]`` on ``(B, H, W, heads, ...)`` tensors.
 
     ``attn`` is ``(B, H, W, heads, kh*kw)`` in the neighbour order of :func:`na2d_qk` (any weights: a
-    softmax of ``na2d_qk`` gives neighborhood attention, ContMix-style modules pass their own).
+    softmax of ``na2d_qk`` gives neighborhood attention, ContMix-style modules pass their own); natten
+    0.17's heads-first ``na2d_av(attn, value, ...)`` is ``na2d_av(attn.movedim(1, -2), value.movedim(1, -2),
+    ...).movedim(-2, 1)``. No ``k*k`` gathered copy of ``value`` is formed, forward or backward: fused Triton
+    kernels on CUDA (``backend=None`` / ``"auto"`` or ``"triton"``), elsewhere a PyTorch loop over the
+    kernel offsets (``"torch"``).
     """
     return _av(op_name="na2d_av", spatial_dims=2, attn=attn, value=value, kernel_size=kernel_size,
-               dilation=dilation)
+               dilation=dilation, backend=backend)
 
 
 def na3d_qk(query, key, kernel_size: IntOrTuple, dilation: IntOrTuple = 1, rpb=None):

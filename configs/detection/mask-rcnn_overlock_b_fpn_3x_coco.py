@@ -1,0 +1,7 @@
+# OverLoCK-B Mask R-CNN 3x on COCO (official mask_rcnn_overlock_b_in1k_fpn_3x_coco.py): the OverLoCK-T
+# 3x recipe with stochastic depth 0.6.
+_base_ = ['./mask-rcnn_overlock_t_fpn_3x_coco.py']
+model = dict(
+    backbone=dict(model='overlock_b', drop_path_rate=0.6,
+                  init_cfg=dict(type='Pretrained', checkpoint='checkpoints/overlock_b_in1k_224.pth')),
+    neck=dict(in_channels=[80, 160, 528, 720]))
