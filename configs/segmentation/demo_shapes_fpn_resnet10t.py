@@ -1,6 +1,7 @@
 # The demo's segmentor: Semantic FPN (mmseg, unchanged) with timm's ResNet-10-T at half width (the demo
 # detector's backbone) from scratch through VZooBackbone, on the procedural shapes in ADE20K layout
-# (data/demo/shapes/ade, 128x128; made by `python tools/demo.py --data-only`). Labels: 0 = background (a real class, in mIoU), 1 circle,
+# (data/demo/shapes/ade, 128x128; made by `python tools/demo.py --data-only`). Labels: 0 = background (a real class,
+# in mIoU), 1 circle,
 # 2 square, 3 triangle; hence reduce_zero_label=False (ADE20K itself uses True: its 0 is "other").
 # From scratch it reaches about 0.45 mIoU in 800 iterations; `make demo` runs
 # demo_shapes_fpn_resnet10t_from_det.py, which starts from the demo detector's backbone (0.77 in 400).

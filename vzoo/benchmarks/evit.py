@@ -5,7 +5,8 @@ token reorganization differs. The cases are timed in interleaved rounds (DeiT, E
 DeiT, ...) and each keeps its best round, so that a machine whose speed drifts treats them alike.
 ``img_s`` is wall-clock throughput; ``cpu_img_s`` divides by the CPU time the process itself used (its
 best call; CPU runs only), which other processes on a shared machine do not inflate -- the figure to
-compare with one thread on a busy CPU. ``--compile`` adds ``torch.compile``d rows (inductor) for ``--compile-keep-rates``.
+compare with one thread on a busy CPU. ``--compile`` adds ``torch.compile``d rows (inductor) for
+``--compile-keep-rates``.
 
     python tools/benchmark.py evit --threads 1 --batch-size 8 --repeats 5      # the issue's CPU figure
 """
