@@ -15,6 +15,9 @@ training phase: dense attention, the predictor's low-rank attention in its diffe
 against a dense teacher's attention, :mod:`vzoo.tasks.classification.sparsifiner`); only the predictor is
 trainable then, and only the backbone otherwise (``phase = 'sparse'``, the default), as in the release.
 
+``sparsifiner_lvvit_s`` builds the same parts on LV-ViT (:class:`SparsifinerLvViT`, on
+:mod:`vzoo.models.lvvit`), as the release's ``sparsifiner_lvvit.py`` does.
+
 Keys are timm's ViT keys plus the predictor's, so the release's checkpoints load as they are, and a DeiT /
 ViT checkpoint loads with the predictor freshly initialised (the release's starting point). No Sparsifiner
 weights were released.
@@ -36,10 +39,11 @@ from timm.models.vision_transformer import checkpoint_filter_fn as _vit_checkpoi
 from vzoo.layers.connectivity import ConnectivityPredictor
 from vzoo.layers.sparse_attention import indices_to_mask, masked_dense_attention, sparse_attention
 from ._builder import build_vzoo_model, vzoo_cfg
+from .lvvit import LvViTMixin
 from ._token_vit import TokenDroppingViT, load_release_checkpoint, release_file_overlay
 
-__all__ = ["Sparsifiner", "SparsifinerAttention", "SparsifinerBlock", "checkpoint_filter_fn", "fill_predictor",
-           "load_release_checkpoint", "PHASES"]
+__all__ = ["Sparsifiner", "SparsifinerLvViT", "SparsifinerAttention", "SparsifinerBlock", "checkpoint_filter_fn",
+           "fill_predictor", "load_release_checkpoint", "PHASES"]
 
 PHASES = ("sparse", "attn_recon")
 NO_FEATURE_MAPS = ("Sparsifiner with token pruning zeroes image tokens from its first pruning block on and carries "
@@ -295,6 +299,12 @@ class Sparsifiner(TokenDroppingViT, VisionTransformer):
                     token_masks=masks)
 
 
+class SparsifinerLvViT(LvViTMixin, Sparsifiner):
+    """Sparsifiner on LV-ViT (the release's ``sparsifiner_lvvit.py``): :class:`Sparsifiner` with
+    :class:`~vzoo.models.lvvit.LvViTMixin`'s stem, ``skip_lam`` residual scaling and token-labeling head; keys
+    are LV-ViT's (the TokenLabeling release's) plus the predictors'."""
+
+
 def fill_predictor(state_dict: Dict[str, torch.Tensor], model: nn.Module) -> Dict[str, torch.Tensor]:
     """A checkpoint without any predictor key (a DeiT / ViT / LV-ViT one) gets the model's own, freshly
     initialised predictor, as the release starts; one with some predictor keys is left to the key check."""
@@ -310,11 +320,11 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: Sparsifiner
     return fill_predictor(_vit_checkpoint_filter_fn(state_dict, model), model)
 
 
-def _create_sparsifiner(variant: str, pretrained: bool = False, **kwargs) -> Sparsifiner:
+def _create_sparsifiner(variant: str, pretrained: bool = False, model_cls=Sparsifiner, **kwargs) -> Sparsifiner:
     if kwargs.get("features_only") and kwargs.get("token_pruning_loc") and kwargs.get("token_keep_rate_base", 1.0) < 1:
         raise RuntimeError(f"{variant}: " + NO_FEATURE_MAPS)
     overlay = release_file_overlay(pretrained, kwargs)  # main.py's container, as EViT's
-    return build_vzoo_model(Sparsifiner, variant, pretrained, checkpoint_filter_fn=checkpoint_filter_fn,
+    return build_vzoo_model(model_cls, variant, pretrained, checkpoint_filter_fn=checkpoint_filter_fn,
                             pretrained_cfg_overlay=overlay or None, **kwargs)
 
 
@@ -332,14 +342,17 @@ default_cfgs = generate_default_cfgs({
         "initialised",)),
     "sparsifiner_deit_base_patch16_224.untrained": _cfg(notes=(
         "no Sparsifiner weights released; starts from DeiT-B (deit_base_patch16_224), predictor freshly initialised",)),
+    "sparsifiner_lvvit_s.untrained": {**_cfg(crop_pct=0.9), "first_conv": "patch_embed.conv1", "notes": (
+        "no Sparsifiner weights released; starts from LV-ViT-S (lvvit_s, TokenLabeling release), predictor "
+        "freshly initialised",)},
 })
 
 
-def _sparsifiner(variant: str, pretrained: bool, **kwargs) -> Sparsifiner:
+def _sparsifiner(variant: str, pretrained: bool, model_cls=Sparsifiner, **kwargs) -> Sparsifiner:
     # the release's sparsifiner_default config: REDUCE_N_FACTOR 6, REDUCE_C_FACTOR 2, ATTN_KEEP_RATE 0.25,
     # BASIS_THRESHOLD 2e-2, BASIS_COEF top-8, ATTN_SCORE top-k, no token pruning
     model_args = dict(patch_size=16, depth=12, attn_keep_rate=0.25, reduce_n_factor=6, reduce_c_factor=2)
-    return _create_sparsifiner(variant, pretrained, **{**model_args, **kwargs})
+    return _create_sparsifiner(variant, pretrained, model_cls=model_cls, **{**model_args, **kwargs})
 
 
 @register_model
@@ -354,3 +367,10 @@ def sparsifiner_deit_base_patch16_224(pretrained: bool = False, **kwargs) -> Spa
     """Sparsifiner/DeiT-B (the same parts on DeiT-B), keep rate 0.25."""
     return _sparsifiner("sparsifiner_deit_base_patch16_224", pretrained,
                         **{"embed_dim": 768, "num_heads": 12, **kwargs})
+
+
+@register_model
+def sparsifiner_lvvit_s(pretrained: bool = False, **kwargs) -> SparsifinerLvViT:
+    """Sparsifiner/LV-ViT-S (the release's ``sparsifiner_lvvit``), keep rate 0.25 in all 16 blocks."""
+    model_args = dict(embed_dim=384, depth=16, num_heads=6, mlp_ratio=3., qkv_bias=False, skip_lam=2.)
+    return _sparsifiner("sparsifiner_lvvit_s", pretrained, model_cls=SparsifinerLvViT, **{**model_args, **kwargs})
