@@ -10,12 +10,6 @@ from typing import Iterator
 __all__ = ["atomic_write", "atomic_write_text"]
 
 
-def _umask() -> int:
-    mask = os.umask(0)  # the only way to read it is to set it
-    os.umask(mask)
-    return mask
-
-
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike) -> Iterator[str]:
     """Yield a temporary path next to ``path`` to write the new file to; on a clean exit fsync it and
@@ -33,9 +27,10 @@ def atomic_write(path: str | os.PathLike) -> Iterator[str]:
     tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
+        mode = os.stat(tmp).st_mode & 0o777  # 0o666 less the umask, read back rather than by toggling the umask
         yield tmp
-        # some writers replace the file by their own (safetensors' save_file creates it 0o600): set the mode
-        os.chmod(tmp, 0o666 & ~_umask())
+        # some writers replace the file by their own (safetensors' save_file creates it 0o600): restore the mode
+        os.chmod(tmp, mode)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
