@@ -393,11 +393,9 @@ def _scatter_offsets(parts, starts, kernel, like):
     n = len(kernel)
 
     def walk(axis, flat):
-        acc = None
+        acc = torch.zeros_like(like)
         for o in range(kernel[axis]):
             sub = parts(flat * kernel[axis] + o) if axis == n - 1 else walk(axis + 1, flat * kernel[axis] + o)
-            if acc is None:
-                acc = torch.zeros_like(like)
             acc.index_add_(1 + axis, starts[axis] + o, sub)
         return acc
     return walk(0, 0)
@@ -435,11 +433,11 @@ class _AVOffsets(torch.autograd.Function):
 
 
 def _av_offsets(a, v, kernel, tile):
-    if tile is None and math.prod(v.shape[1:-2]) <= 2 * math.prod(kernel):
-        # a map hardly larger than the kernel: one dense matmul over the whole map is faster
-        return _av_core(a, v, kernel=kernel, tile=tuple(v.shape[1:-2]))
     if tile is not None:
         return _av_core(a, v, kernel=kernel, tile=tile)
+    if math.prod(v.shape[1:-2]) <= 2 * math.prod(kernel):
+        # a map hardly larger than the kernel: one dense matmul over the whole map is faster
+        return _av_core(a, v, kernel=kernel, tile=tuple(v.shape[1:-2]))
     return _AVOffsets.apply(a, v, tuple(kernel))
 
 
