@@ -87,6 +87,22 @@ def test_token_pruning_zeroes_tokens_and_refuses_feature_maps():
                           token_keep_rate_base=0.7)
 
 
+def test_topk_indices_chooses_what_torch_topk_chooses():
+    """The CPU fast path (numpy argpartition) gives torch.topk's sets, ties and NaN rows included."""
+    from vzoo.layers.connectivity import topk_indices
+
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 40, 33)
+    x[0, 0, :5] = 1 / 32  # tied rows (near-uniform softmax coefficients tie in float32)
+    x[0, 1, 0, :20] = float("-inf")  # ties at -inf below the k-th value, and at it
+    x[0, 1, 1, :30] = float("-inf")
+    x[1, 2, 3, 7] = float("nan")
+    for k in (1, 8, 29, 33):
+        fast = topk_indices(x, k).sort(dim=-1).values
+        ref = torch.topk(x, k, sorted=False)[1].sort(dim=-1).values
+        assert fast.shape == ref.shape and torch.equal(fast, ref), k
+
+
 def test_keep_rates_and_budget():
     assert release_token_keep_rates(0.7, 12) == pytest.approx([1] * 3 + [0.7] * 3 + [0.49] * 3 + [0.343] * 3)
     m = _sparsifiner(attn_keep_rate=0.25)
