@@ -50,9 +50,14 @@ def topk_indices(x: torch.Tensor, k: int) -> torch.Tensor:
     difference in the logits), so every row where the k-th value is not strictly above the rest (or holds
     a NaN) is chosen again by ``torch.topk`` itself. CUDA, TorchScript and torch.compile use torch.topk.
     """
+    if not torch.jit.is_scripting():  # (TorchScript skips this block: numpy cannot be scripted)
+        if x.device.type == "cpu" and not torch.compiler.is_compiling() and k < x.shape[-1]:
+            return _topk_indices_numpy(x, k)
+    return torch.topk(x, k, sorted=False)[1]
+
+
+def _topk_indices_numpy(x: torch.Tensor, k: int) -> torch.Tensor:
     n = x.shape[-1]
-    if torch.jit.is_scripting() or x.device.type != "cpu" or torch.compiler.is_compiling() or k >= n:
-        return torch.topk(x, k, sorted=False)[1]
     xd = x.detach().contiguous()
     idx = torch.from_numpy(np.ascontiguousarray(np.argpartition(xd.numpy(), n - k, axis=-1)[..., n - k:]))
     kth = xd.gather(-1, idx).amin(dim=-1, keepdim=True)
