@@ -81,7 +81,7 @@ def test_classification_train_test_curves_and_show_dir(tmp_path, data):
                               "--out", str(out), "--show-dir", str(tmp_path / "show")])
     saved = json.loads(out.read_text())
     assert 0.0 <= saved["accuracy/top1"] <= 1.0 and saved == pytest.approx(metrics)
-    assert len(list((tmp_path / "show").glob("*.png"))) == 10  # one val image per class
+    assert len(list((tmp_path / "show").glob("*_*.png"))) == 10  # one val image per class (+ gallery.png)
     log = next(wd.glob("*/*.log")).read_text()
     assert "eta:" in log  # progress with ETA
 
@@ -101,7 +101,7 @@ def test_detection_train_and_test(tmp_path, data):
                               "--show-dir", str(tmp_path / "show"), "--cfg-options", *opts,
                               "model.test_cfg.score_thr=0.0"])  # an untrained head scores ~0.01: keep its boxes
     assert 0.0 <= metrics["coco/bbox_mAP"] <= 1.0
-    assert len(list((tmp_path / "show").rglob("*.jpg"))) + len(list((tmp_path / "show").rglob("*.png"))) == 3
+    assert len(list((tmp_path / "show").rglob("*_*.png"))) == 3  # one per val image (+ gallery.png)
 
 
 def test_segmentation_train_and_test(tmp_path, data):
@@ -167,9 +167,11 @@ def test_ddp_two_cpu_processes_stay_in_sync(tmp_path, data):
 def test_runner_type_and_vzoo_hooks(tmp_path, data):
     """Without ``runner_type`` the tools build VZooRunner, with it the registry's runner (mmdet's rule);
     VZooRunner adds its hooks once, with the config's arguments when the config lists one."""
+    from mmengine.hooks import CheckpointHook
     from mmengine.runner import Runner
 
-    from vzoo.tasks.engine import CurvePlotHook, ResumeStateHook, VZooRunner, build_runner, setup_cfg
+    from vzoo.tasks.engine import (CurvePlotHook, ResumeStateHook, SafeCheckpointHook, VZooRunner, build_runner,
+                                   setup_cfg)
 
     def runner(extra, name):
         args = train_tool.parse_args([_cls_config(tmp_path, data, name, extra=extra), "--work-dir", str(tmp_path)])
@@ -181,12 +183,16 @@ def test_runner_type_and_vzoo_hooks(tmp_path, data):
     plain = runner("", "a.py")
     assert type(plain) is VZooRunner
     assert [type(h) for h in vzoo_hooks(plain)] == [CurvePlotHook, ResumeStateHook]  # by priority: LOW, LOWEST
+    # the config's type='CheckpointHook' (mmengine's) is built as SafeCheckpointHook, with its arguments
+    saver, = [h for h in plain.hooks if isinstance(h, CheckpointHook)]
+    assert type(saver) is SafeCheckpointHook and saver.max_keep_ckpts == -1 and saver.interval == 1
     named = runner("runner_type = 'VZooRunner'\ncustom_hooks = [dict(type='CurvePlotHook', interval=3)]", "b.py")
     assert type(named) is VZooRunner
     assert [(type(h), getattr(h, "interval", None)) for h in vzoo_hooks(named)] == [
         (CurvePlotHook, 3), (ResumeStateHook, None)]
     other = runner("runner_type = 'Runner'", "c.py")
     assert type(other) is Runner and not vzoo_hooks(other)
+    assert type([h for h in other.hooks if isinstance(h, CheckpointHook)][0]) is CheckpointHook
 
 
 def test_unknown_cfg_option_key(tmp_path, data):
@@ -226,3 +232,80 @@ def test_cli_error_is_one_line_with_exit_status_2(tmp_path, data):
     assert proc.returncode == 2
     assert "error: --cfg-options: unknown config key 'modle.arch'" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# --------------------------------------------------------------------------------------------- data options
+# what each docs example needs beyond its own options to run one iteration here, and the checkpoint it writes
+_ONE_ITERATION = {
+    "classification": (["train_dataloader.batch_size=9", "train_cfg.max_epochs=1"], "epoch_1.pth"),
+    "detection": (["train_dataloader.batch_size=6", "train_cfg.max_epochs=1"], "epoch_1.pth"),
+    "segmentation": (["train_dataloader.batch_size=2", "train_cfg.max_iters=1", "default_hooks.checkpoint.interval=1"],
+                     "iter_1.pth"),
+    "restoration": (["train_dataloader.batch_size=2", "train_cfg.max_iters=1", "default_hooks.checkpoint.interval=1"],
+                    "iter_1.pth"),
+}
+
+
+def _docs_examples():
+    """``{task: argv}`` of the train commands in docs/training.md's "Your own data" block."""
+    text = (ROOT / "docs/training.md").read_text()
+    block = text.split("## Your own data")[1].split("```bash")[1].split("```")[0]
+    examples, task = {}, None
+    for line in block.strip().splitlines():
+        if line.startswith("#"):
+            name = line.lstrip("# ").split(":")[0]
+            task = "restoration" if name == "super-resolution" else name
+        else:
+            examples[task] = line.split()[2:]  # after "python tools/train.py"
+    return examples
+
+
+@pytest.mark.parametrize("task", ["classification", "detection", "segmentation", "restoration"])
+def test_data_options_examples(task, tmp_path, data):
+    """Each example of docs/training.md trains one iteration on a tiny dataset of its task's layout
+    through ``--data-root`` etc., then ``tools/test.py`` evaluates it with the same options."""
+    import shutil
+    if task == "classification":  # 3 of the 10 digit classes: --num-classes counts them
+        root = tmp_path / "three_digits"
+        for split in ("train", "val"):
+            for c in "017":
+                shutil.copytree(osp.join(data["digits"], split, c), root / split / c)
+    elif task == "detection":
+        root = osp.join(data["shapes"], "coco")
+    elif task == "segmentation":
+        root = osp.join(data["shapes"], "ade")
+    else:
+        root = demo_data.make_sr(str(tmp_path / "sr"), patch=48, train_patches_per_photo=1, val_patches_per_photo=1)
+    argv = [str(root) if a == "DIR" else a for a in _docs_examples()[task]]
+    extra, ckpt = _ONE_ITERATION[task]
+    wd = tmp_path / "wd"
+    runner = train_tool.main([*argv, "--work-dir", str(wd), "--cfg-options", *extra])
+    cfg, model = runner.cfg, runner.model
+    # every task's demo config names type='CheckpointHook' (in the vzoo, mmdet or mmseg scope): crash-safe keep-N
+    assert [type(h).__name__ for h in runner.hooks if "Checkpoint" in type(h).__name__] == ["SafeCheckpointHook"]
+    loaders = [cfg[f"{s}_dataloader"]["dataset"] for s in ("train", "val", "test")]
+    assert all(ds["data_root"] == str(root) for ds in loaders)
+    if task == "classification":
+        assert model.num_classes == 3 and cfg.train_dataloader.dataset.pipeline[1].input_size == 24
+    elif task == "detection":
+        assert model.bbox_head.num_classes == 3
+        assert cfg.val_evaluator.ann_file == osp.join(root, "annotations/instances_val.json")
+        assert tuple(cfg.train_dataloader.dataset.pipeline[2].scale) == (64, 64)
+    elif task == "segmentation":
+        assert model.decode_head.num_classes == 4 and tuple(cfg.model.data_preprocessor.size) == (64, 64)
+    else:
+        assert cfg.train_dataloader.dataset.pipeline[1].transforms[0].lr_size == 24
+    assert (wd / ckpt).is_file()
+    keep_boxes = ["--cfg-options", "model.test_cfg.score_thr=0.0"] if task == "detection" else []  # untrained
+    metrics = test_tool.main([*argv, "--checkpoint", str(wd / ckpt), "--work-dir", str(wd), *keep_boxes])
+    assert metrics and all(isinstance(k, str) for k in metrics)
+
+
+def test_data_options_errors(tmp_path, data):
+    cfg = _cls_config(tmp_path, data)
+    with pytest.raises(StartupError, match="--data-root: folder not found: '/nope'"):
+        train_tool.main([cfg, "--data-root", "/nope"])
+    with pytest.raises(StartupError, match="--num-classes: a restoration model has no classes"):
+        train_tool.main([str(ROOT / "configs/restoration/demo_sr.py"), "--num-classes", "3"])
+    with pytest.raises(StartupError, match="segmentation data name no classes.*--num-classes N"):
+        train_tool.main([str(SEG_CONFIG), "--data-root", osp.join(data["shapes"], "ade"), "--num-classes"])

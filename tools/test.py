@@ -2,10 +2,12 @@
 """Evaluate a checkpoint of any vzoo task on the config's test set.
 
     python tools/test.py CONFIG --checkpoint CKPT [--out FILE] [--show-dir D] [--work-dir D] [--cfg-options k=v ...]
+        [--data-root DIR] [--num-classes [N]] [--img-size S] [--from-scratch]
 
 ``--out x.json`` writes the metrics as JSON; ``--out x.pkl`` dumps the raw predictions (mmengine's
-``DumpResults``). ``--show-dir D`` draws the predictions (boxes and masks, segmentation maps, class
-names, SR side-by-side) into D through the config's ``default_hooks.visualization``.
+``DumpResults``). ``--show-dir D`` draws each test image's prediction next to its ground truth (boxes,
+segmentation maps, class names, SR side-by-side) into ``D/<n>_<image>.png`` and a grid of them into
+``D/gallery.png``, the same layout for every task (:mod:`vzoo.tasks.visualization`).
 A checkpoint of another model fails at start, naming the keys that do not match.
 """
 from __future__ import annotations
@@ -27,25 +29,11 @@ def parse_args(argv=None):
     return parse_tool_args(p, argv)
 
 
-def _hook_arguments(cfg, hook_type) -> set:
-    """The constructor arguments of a hook type, looked up in the config's default scope."""
-    import inspect
-
-    from mmengine.registry import HOOKS
-    if isinstance(hook_type, str):
-        with HOOKS.switch_scope_and_registry(cfg.get("default_scope")) as registry:
-            cls = registry.get(hook_type)
-    else:
-        cls = hook_type
-    return set(inspect.signature(cls.__init__).parameters) if cls is not None else set()
-
-
 def main(argv=None):
     args = parse_args(argv)
-    from vzoo.tasks.engine import StartupError, build_runner, setup_cfg
+    from vzoo.tasks.engine import StartupError, build_runner, check_checkpoint_arg, setup_cfg
 
-    if not osp.isfile(args.checkpoint):
-        raise StartupError(f"--checkpoint: file not found: {args.checkpoint!r}")
+    check_checkpoint_arg("--checkpoint", args.checkpoint)
     if args.out and not args.out.endswith((".json", ".pkl", ".pickle")):
         raise StartupError(f"--out must end with .json (metrics) or .pkl/.pickle (predictions), got {args.out!r}")
     cfg = setup_cfg(args, "test")
@@ -56,11 +44,8 @@ def main(argv=None):
             raise StartupError(f"--show-dir: {args.config} has no default_hooks.visualization to draw with")
         show_dir = osp.abspath(args.show_dir)
         os.makedirs(show_dir, exist_ok=True)
-        vis.draw, vis.interval = True, 1
-        if "test_out_dir" in _hook_arguments(cfg, vis["type"]):  # mmdet's, vzoo's hooks
-            vis.test_out_dir = show_dir
-        else:  # mmseg's hook draws through the visualizer's backends
-            cfg.visualizer["save_dir"] = show_dir
+        from vzoo.tasks.visualization import configure_show_dir
+        configure_show_dir(cfg, show_dir)  # one layout for every task; drawing errors never lose the metrics
 
     runner = build_runner(cfg)
     if args.out and not args.out.endswith(".json"):

@@ -2,6 +2,7 @@
 """Train any vzoo task (classification, detection, segmentation, restoration) from an mmengine config.
 
     python tools/train.py CONFIG [--work-dir D] [--resume [CKPT]] [--amp] [--cfg-options k=v ...]
+        [--data-root DIR] [--num-classes [N]] [--img-size S] [--from-scratch]
     torchrun --nproc-per-node N tools/train.py CONFIG --launcher pytorch     # DDP (NCCL on GPUs, gloo on CPUs)
     torchrun --nnodes M --node-rank R --master-addr HOST --master-port P --nproc-per-node N \\
         tools/train.py CONFIG --launcher pytorch                            # several machines
@@ -34,7 +35,7 @@ def main(argv=None):
     args = parse_args(argv)
     import torch
 
-    from vzoo.tasks.engine import StartupError, build_runner, find_resume_checkpoint, setup_cfg
+    from vzoo.tasks.engine import StartupError, build_runner, check_checkpoint_arg, find_resume_checkpoint, setup_cfg
 
     cfg = setup_cfg(args, "train")
     if args.amp:
@@ -51,8 +52,7 @@ def main(argv=None):
         else:
             cfg.resume, cfg.load_from = True, ckpt
     elif args.resume:
-        if not osp.isfile(args.resume):
-            raise StartupError(f"--resume: checkpoint not found: {args.resume!r}")
+        check_checkpoint_arg("--resume", args.resume)
         cfg.resume, cfg.load_from = True, args.resume
 
     runner = build_runner(cfg)

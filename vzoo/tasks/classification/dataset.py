@@ -7,6 +7,7 @@ from typing import List, Optional, Sequence
 
 from mmengine.dataset import BaseDataset
 
+from ..engine.data_errors import NamedFileErrors
 from ..registry import DATASETS, TRANSFORMS, build_in_vzoo_scope
 
 __all__ = ["ImageFolderDataset", "IMG_EXTENSIONS"]
@@ -15,9 +16,10 @@ IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tif
 
 
 @DATASETS.register_module()
-class ImageFolderDataset(BaseDataset):
+class ImageFolderDataset(NamedFileErrors, BaseDataset):
     """Class names are the sub-folder names (sorted, as torchvision's ``ImageFolder``), unless
-    ``classes`` fixes them (then a missing class folder is an error). Labels index ``classes``."""
+    ``classes`` fixes them (then a missing class folder is an error). Labels index ``classes``.
+    An image that cannot be decoded is named in the error (:class:`~vzoo.tasks.engine.data_errors.NamedFileErrors`)."""
 
     def __init__(self, data_root: str = "", data_prefix: str = "", classes: Optional[Sequence[str]] = None,
                  pipeline: Sequence = (), test_mode: bool = False, **kwargs):

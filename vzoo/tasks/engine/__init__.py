@@ -3,8 +3,9 @@ checkpoint check), its hooks, and the start-up code of ``tools/train.py`` / ``to
 from .checkpoint import (  # noqa: F401
     atomic_torch_save, find_resume_checkpoint, load_runner_checkpoint, runner_checkpoint_globals,
     trusted_runner_globals)
-from .hooks import CurvePlotHook, ResumeStateHook  # noqa: F401
+from .hooks import CurvePlotHook, ResumeStateHook, SafeCheckpointHook  # noqa: F401
 from .runner import VZOO_HOOKS, VZooRunner  # noqa: F401
 from .startup import (  # noqa: F401
-    ConfigKeyError, DatasetPathError, StartupError, build_runner, check_cfg_options, check_dataset_paths,
-    run_cli, setup_cfg, tool_parser)
+    ConfigKeyError, DataFileError, DatasetPathError, StartupError, build_runner, check_cfg_options,
+    check_checkpoint_arg, check_dataset_paths, check_input_files, check_train_batches, pretrained_refs, run_cli,
+    setup_cfg, tool_parser)

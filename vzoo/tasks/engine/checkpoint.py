@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import re
+import zipfile
 from pathlib import Path
 from typing import List, Optional
 
@@ -82,11 +84,26 @@ def trusted_runner_globals():
 
 
 def load_runner_checkpoint(path: str, map_location="cpu") -> dict:
-    """Load a checkpoint written by the training runner (weights_only + the trusted allowlist)."""
+    """Load a checkpoint written by the training runner (weights_only + the trusted allowlist); a folder,
+    a truncated or corrupt file raises :class:`~vzoo.models.CheckpointError` naming the file."""
+    from ...models import CheckpointError
+    if os.path.isdir(path):
+        raise CheckpointError(f"checkpoint {path!r} is a directory, not a checkpoint file")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path!r}")
-    with trusted_runner_globals():
-        return torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        with trusted_runner_globals():
+            obj = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(f"checkpoint {path!r} holds objects that weights_only loading refuses: "
+                              f"{str(e).splitlines()[0]}") from e
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as e:  # torch's errors for a damaged file
+        raise CheckpointError(f"checkpoint {path!r} is truncated or corrupt ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else 'no detail'}); resume from an earlier "
+                              "checkpoint of its work dir") from e
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"checkpoint {path!r} holds a {type(obj).__name__}, not a training checkpoint")
+    return obj
 
 
 def atomic_torch_save(obj, path: str) -> None:
@@ -100,12 +117,19 @@ _STEP = re.compile(r"(?:epoch|iter)_(\d+)\.pth$")
 
 
 def find_resume_checkpoint(work_dir: str) -> Optional[str]:
-    """The checkpoint to resume from: the one ``last_checkpoint`` names if it exists, else the
-    ``epoch_N.pth`` / ``iter_N.pth`` with the largest N in ``work_dir`` (None if there is none)."""
+    """The checkpoint to resume from: the newest complete one in ``work_dir``, None if there is none.
+
+    That is the ``epoch_N.pth`` / ``iter_N.pth`` with the largest N (checkpoints are written atomically,
+    so each one there is complete; a run killed between writing one and updating ``last_checkpoint``
+    leaves ``last_checkpoint`` a step behind), or the file ``last_checkpoint`` names when it is not
+    such a step file (a checkpoint of another name) or no step file is newer.
+    """
+    found = [(int(m.group(1)), str(p)) for p in Path(work_dir).glob("*.pth") if (m := _STEP.search(p.name))]
+    newest = max(found)[1] if found else None
     last = Path(work_dir) / "last_checkpoint"
-    if last.is_file():
-        name = last.read_text().strip()
-        if name and os.path.isfile(name):
+    name = last.read_text().strip() if last.is_file() else ""
+    if name and os.path.isfile(name):
+        m = _STEP.search(name)
+        if newest is None or m is None or int(m.group(1)) >= max(found)[0]:
             return name
-    found = [(int(m.group(1)), p) for p in Path(work_dir).glob("*.pth") if (m := _STEP.search(p.name))]
-    return str(max(found)[1]) if found else None
+    return newest

@@ -5,27 +5,34 @@ no config needs to list them, a config that lists one in ``custom_hooks`` sets i
 states in every checkpoint and restores them on ``--resume``, and keeps the message hub's history as
 plain data, so that the checkpoint loads with ``torch.load(weights_only=True)``.
 
+``SafeCheckpointHook`` is mmengine's ``CheckpointHook`` with a crash-safe keep-N order: the runner builds
+it wherever a config names mmengine's ``CheckpointHook``.
+
 ``CurvePlotHook`` records the training losses (mean over every ``interval`` iterations) and the
 validation metrics, keeps them in the checkpoints (so a resumed run draws the whole curve), and at
 the end of training writes ``curves.png`` (losses, learning rate, metrics) into the work dir.
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import os.path as osp
 import random
-from collections import defaultdict
+import re
+from collections import defaultdict, deque
 from typing import Dict, List, Optional
 
 import numpy as np
 import torch
 from mmengine.dist import is_main_process
-from mmengine.hooks import Hook
+from mmengine.hooks import CheckpointHook, Hook
 
+from ...utils import atomic_write_text
 from ..registry import HOOKS
 from .checkpoint import history_buffers_from_plain, history_buffers_to_plain
 
-__all__ = ["ResumeStateHook", "CurvePlotHook"]
+__all__ = ["ResumeStateHook", "CurvePlotHook", "SafeCheckpointHook"]
 
 _RNG_KEY = "vzoo_rng_state"
 
@@ -74,6 +81,92 @@ class ResumeStateHook(Hook):
             np.random.set_state(state["numpy"])
             torch.set_rng_state(state["torch"])
             runner.logger.info("restored the RNG states of the checkpoint")
+
+
+_PENDING_KEY = "vzoo_ckpts_to_remove"
+# the temporary files of vzoo.utils.atomic_write: .NAME.PID.RANDOM.tmp
+_TEMPORARY = re.compile(r"^\..+\.(\d+)\.[0-9a-f]{8}\.tmp$")
+
+
+def _remove_dead_temporaries(folder: str) -> None:
+    """Remove the half-written temporary files of processes that no longer run (a run killed while saving)."""
+    for name in os.listdir(folder):
+        m = _TEMPORARY.match(name)
+        if m is None:
+            continue
+        try:
+            os.kill(int(m.group(1)), 0)
+        except ProcessLookupError:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(osp.join(folder, name))
+        except PermissionError:  # a live process of another user
+            pass
+
+
+@HOOKS.register_module()
+class SafeCheckpointHook(CheckpointHook):
+    """mmengine's ``CheckpointHook`` (same arguments) that never loses the newest checkpoint.
+
+    mmengine removes the oldest of the ``max_keep_ckpts`` checkpoints *before* writing the new one, so a
+    run killed during a save with ``max_keep_ckpts=1`` has no checkpoint left and ``last_checkpoint`` names
+    a deleted file. Here every save goes
+
+    1. :meth:`_write`: the new file, atomically (``VZooRunner.save_checkpoint``: a temporary file, renamed);
+    2. :meth:`_point_last_checkpoint`: ``last_checkpoint`` names it (also written atomically);
+    3. :meth:`_remove_old`: only now the checkpoints beyond ``max_keep_ckpts`` are removed.
+
+    The steps still to remove travel in the message hub (so in every checkpoint): a run killed in
+    step 3 removes the rest when it is resumed.
+    """
+
+    def before_train(self, runner) -> None:
+        super().before_train(runner)
+        if self.max_keep_ckpts > 0:  # what a killed run had still to remove
+            self._remove_old(runner, self._pending(runner))
+        if is_main_process() and osp.isdir(self.out_dir):
+            _remove_dead_temporaries(self.out_dir)
+
+    def _pending(self, runner) -> List[int]:
+        hub = runner.message_hub
+        return list(hub.get_info(_PENDING_KEY) or []) if _PENDING_KEY in hub.runtime_info else []
+
+    def _save_checkpoint_with_step(self, runner, step, meta):
+        hub = runner.message_hub
+        if self.max_keep_ckpts > 0 and not (self.keep_ckpt_ids and self.keep_ckpt_ids[-1] == step):
+            kept = list(self.keep_ckpt_ids) + [step]
+            dropped = kept[:-self.max_keep_ckpts]
+            self.keep_ckpt_ids = deque(kept[-self.max_keep_ckpts:], self.max_keep_ckpts)
+            hub.update_info("keep_ckpt_ids", list(self.keep_ckpt_ids))
+            hub.update_info(_PENDING_KEY, self._pending(runner) + dropped)
+        filename = self.filename_tmpl.format(step)
+        self.last_ckpt = self.file_backend.join_path(self.out_dir, filename)
+        hub.update_info("last_ckpt", self.last_ckpt)
+        self._write(runner, filename, meta)
+        if not is_main_process():  # as mmengine's: only the main process keeps the files
+            return
+        self._point_last_checkpoint(runner)
+        if self.max_keep_ckpts > 0:
+            self._remove_old(runner, self._pending(runner))
+
+    def _write(self, runner, filename: str, meta: dict) -> None:
+        runner.save_checkpoint(self.out_dir, filename, self.file_client_args, save_optimizer=self.save_optimizer,
+                               save_param_scheduler=self.save_param_scheduler, meta=meta, by_epoch=self.by_epoch,
+                               backend_args=self.backend_args, **self.args)
+
+    def _point_last_checkpoint(self, runner) -> None:
+        atomic_write_text(osp.join(runner.work_dir, "last_checkpoint"), self.last_ckpt)
+
+    def _remove_old(self, runner, steps: List[int]) -> None:
+        if is_main_process():
+            for step in steps:
+                if step in self.keep_ckpt_ids:
+                    continue
+                path = self.file_backend.join_path(self.out_dir, self.filename_tmpl.format(step))
+                if self.file_backend.isfile(path):
+                    self.file_backend.remove(path)
+                elif self.file_backend.isdir(path):  # deepspeed writes checkpoints as folders
+                    self.file_backend.rmtree(path)
+        runner.message_hub.update_info(_PENDING_KEY, [])
 
 
 def _scalar(v) -> Optional[float]:

@@ -6,6 +6,7 @@ from typing import List, Optional, Sequence
 
 from mmengine.dataset import BaseDataset
 
+from ..engine.data_errors import NamedFileErrors
 from ..registry import DATASETS, TRANSFORMS, build_in_vzoo_scope
 
 __all__ = ["SRFolderDataset", "IMG_EXTENSIONS"]
@@ -14,8 +15,9 @@ IMG_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".p
 
 
 @DATASETS.register_module()
-class SRFolderDataset(BaseDataset):
+class SRFolderDataset(NamedFileErrors, BaseDataset):
     """HR images in one folder, LR images in another matched by file name, or LR made on the fly.
+    An image that cannot be decoded is named in the error (both files of the pair).
 
     Args:
         gt_folder: the HR folder (relative to ``data_root`` unless absolute).
@@ -51,6 +53,8 @@ class SRFolderDataset(BaseDataset):
         # built here with vzoo's registry, so the dataset also works outside a 'vzoo' default scope
         pipeline = [build_in_vzoo_scope(TRANSFORMS, t) for t in pipeline]
         super().__init__(data_root=data_root, pipeline=pipeline, test_mode=test_mode, **kwargs)
+
+    file_keys = ("gt_path", "lr_path")
 
     def _abs(self, folder: str) -> str:
         return folder if os.path.isabs(folder) or not self.data_root else os.path.join(self.data_root, folder)
