@@ -1,5 +1,6 @@
 """Hooks the toolchain tests put into their configs (``custom_imports=['_toolchain_hooks']``)."""
 import glob
+import json
 import os
 import os.path as osp
 import signal
@@ -100,3 +101,28 @@ class FaultyCheckpointHook(SafeCheckpointHook):
             super()._remove_old(runner, steps[:1])
             os.kill(os.getpid(), signal.SIGKILL)
         super()._remove_old(runner, steps)
+
+
+@HOOKS.register_module(force=True)
+class BestOrderProbeHook(SafeCheckpointHook):
+    """``SafeCheckpointHook`` that records, each time a best checkpoint is written, the best files on disk
+    at that moment (``<work_dir>/best_writes.json``): the previous best must still be there. The score it
+    passes on is the epoch (every evaluation a new best), so the run's replacements are deterministic."""
+
+    def _save_best_checkpoint(self, runner, metrics):
+        metrics = {key: float(runner.epoch) for key in metrics}
+        save, log_path = runner.save_checkpoint, os.path.join(runner.work_dir, "best_writes.json")
+
+        def probe(out_dir, filename, *args, **kwargs):
+            if filename.startswith("best_"):
+                log = json.load(open(log_path)) if os.path.isfile(log_path) else []
+                log.append([filename, sorted(p for p in os.listdir(out_dir) if p.startswith("best_"))])
+                with open(log_path, "w") as f:
+                    json.dump(log, f)
+            return save(out_dir, filename, *args, **kwargs)
+
+        runner.save_checkpoint = probe
+        try:
+            super()._save_best_checkpoint(runner, metrics)
+        finally:
+            del runner.save_checkpoint

@@ -133,6 +133,23 @@ def test_kill_during_checkpoint_save_then_resume(killed_runs, stage, keep, tmp_p
         assert torch.equal(ref[k], got[k]), k
 
 
+def test_best_checkpoint_replaced_only_after_the_new_one_is_written(tmp_path, data):
+    """``save_best``: the previous best file is still on disk while the new best is written (mmengine
+    removes it first), and only the newest best is left at the end."""
+    cfg = _cls_config(tmp_path, data, "best.py", epochs=3, extra=(
+        "train_cfg = dict(max_epochs=3, val_interval=1)\n"
+        "default_hooks = dict(logger=dict(interval=1), checkpoint=dict(type='BestOrderProbeHook', interval=1, "
+        "max_keep_ckpts=1, save_best='accuracy/top1', rule='greater'))"))
+    wd = tmp_path / "best"
+    with one_thread():
+        train_tool.main([cfg, "--work-dir", str(wd), *ONE_BATCH])
+    writes = json.loads((wd / "best_writes.json").read_text())
+    assert len(writes) == 3, writes
+    for (previous, _), (name, on_disk) in zip(writes, writes[1:]):
+        assert previous in on_disk, f"writing {name}: the previous best {previous} was already gone ({on_disk})"
+    assert sorted(p.name for p in wd.glob("best_*.pth")) == [writes[-1][0]]
+
+
 @pytest.fixture
 def small_disk(tmp_path, trained):
     """A tmpfs with room for one checkpoint and a half, when this machine lets the test mount one (root

@@ -115,6 +115,8 @@ class SafeCheckpointHook(CheckpointHook):
     2. :meth:`_point_last_checkpoint`: ``last_checkpoint`` names it (also written atomically);
     3. :meth:`_remove_old`: only now the checkpoints beyond ``max_keep_ckpts`` are removed.
 
+    With ``save_best``, a replaced best checkpoint is likewise removed only after the new one is written.
+
     The steps still to remove travel in the message hub (so in every checkpoint): a run killed in
     step 3 removes the rest when it is resumed.
     """
@@ -148,6 +150,48 @@ class SafeCheckpointHook(CheckpointHook):
         if self.max_keep_ckpts > 0:
             self._remove_old(runner, self._pending(runner))
 
+    def _save_best_checkpoint(self, runner, metrics) -> None:
+        """mmengine's, except that a replaced best checkpoint is removed after the new one is written
+        (mmengine removes it first: a run killed while writing the new best had no best file left)."""
+        if not self.save_best or not is_main_process():
+            return super()._save_best_checkpoint(runner, metrics)
+        multi = len(self.key_indicators) > 1
+        previous = dict(self.best_ckpt_path_dict) if multi else {None: self.best_ckpt_path}
+        # hidden from mmengine's method, which then has nothing to remove before it writes
+        if multi:
+            self.best_ckpt_path_dict = {key: None for key in previous}
+        else:
+            self.best_ckpt_path = None
+        try:
+            super()._save_best_checkpoint(runner, metrics)
+        except BaseException:
+            self._restore_best(previous, multi, only_unset=False)
+            raise
+        replaced = self._restore_best(previous, multi, only_unset=True)
+        self._remove_files(replaced)
+
+    def _restore_best(self, previous: dict, multi: bool, only_unset: bool) -> List[str]:
+        """Put back the best paths mmengine did not replace (all of them after a failed save); return the
+        previous paths that were replaced by a new file."""
+        replaced = []
+        for key, old in previous.items():
+            new = self.best_ckpt_path_dict[key] if multi else self.best_ckpt_path
+            if new is None or not only_unset:
+                if multi:
+                    self.best_ckpt_path_dict[key] = old
+                else:
+                    self.best_ckpt_path = old
+            elif old and old != new:
+                replaced.append(old)
+        return replaced
+
+    def _remove_files(self, paths: List[str]) -> None:
+        for path in paths:
+            if self.file_backend.isfile(path):
+                self.file_backend.remove(path)
+            elif self.file_backend.isdir(path):  # deepspeed writes checkpoints as folders
+                self.file_backend.rmtree(path)
+
     def _write(self, runner, filename: str, meta: dict) -> None:
         runner.save_checkpoint(self.out_dir, filename, self.file_client_args, save_optimizer=self.save_optimizer,
                                save_param_scheduler=self.save_param_scheduler, meta=meta, by_epoch=self.by_epoch,
@@ -161,11 +205,7 @@ class SafeCheckpointHook(CheckpointHook):
             for step in steps:
                 if step in self.keep_ckpt_ids:
                     continue
-                path = self.file_backend.join_path(self.out_dir, self.filename_tmpl.format(step))
-                if self.file_backend.isfile(path):
-                    self.file_backend.remove(path)
-                elif self.file_backend.isdir(path):  # deepspeed writes checkpoints as folders
-                    self.file_backend.rmtree(path)
+                self._remove_files([self.file_backend.join_path(self.out_dir, self.filename_tmpl.format(step))])
         runner.message_hub.update_info(_PENDING_KEY, [])
 
 
