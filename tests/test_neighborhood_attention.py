@@ -324,3 +324,163 @@ def test_non_contiguous_inputs_from_a_fused_qkv():
     assert not q.is_contiguous()
     torch.testing.assert_close(na2d(q, k, v, 3, dilation=2), na2d(q.contiguous(), k.contiguous(), v.contiguous(), 3,
                                                                   dilation=2))
+
+
+# ---------------------------------------------------------------------------------------------------
+# the torch path's per-shape dispatch (tiled / dense / window), non-finite and empty inputs
+# ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("path", ["tiled", "dense", "window"])
+@pytest.mark.parametrize("seed", range(4))
+def test_every_torch_path_matches_reference(path, seed):
+    """Each path of the dispatch, forced, is exact (forward and every gradient, float64)."""
+    from vzoo.layers._na_torch import na_forward
+    rng = random.Random(100 + seed)
+    n = (1, 2, 3)[seed % 3]
+    shape, ks, ss, ds, causal = _cfg(rng, n, max_len=8 if n == 3 else 13)
+    q, k, v = _qkv(shape, vdim=5)
+    rpb = torch.randn(2, *[2 * x - 1 for x in ks], dtype=torch.float64) if seed % 2 else None
+    ins = [t.requires_grad_(True) for t in (q, k, v) + ((rpb,) if rpb is not None else ())]
+    out = na_forward(q, k, v, ks, ss, ds, causal, 0.37, rpb=rpb, path=path)
+    ref = dense_reference(q, k, v, ks, ss, ds, causal, 0.37, rpb)
+    torch.testing.assert_close(out, ref, atol=1e-10, rtol=1e-10)
+    g = torch.randn_like(out)
+    for a, b_ in zip(torch.autograd.grad(out, ins, g), torch.autograd.grad(ref, ins, g)):
+        torch.testing.assert_close(a, b_, atol=1e-9, rtol=1e-9)
+
+
+def test_dense_and_window_paths_gradcheck():
+    from vzoo.layers._na_torch import na_forward
+    torch.manual_seed(0)
+    q, k, v = _qkv((5, 6), heads=2, dim=3, b=1)
+    rpb = torch.randn(2, 5, 5, dtype=torch.float64)
+    ins = [t.requires_grad_(True) for t in (q, k, v, rpb)]
+    for path in ("dense", "window"):
+        for stride, causal in [((1, 1), (False, False)), ((2, 3), (True, False))]:
+            assert torch.autograd.gradcheck(
+                lambda a, b, c, r: na_forward(a, b, c, (3, 3), stride, (1, 1), causal, 0.5, rpb=r, path=path), ins,
+                fast_mode=True)
+
+
+def test_dispatch_chooses_dense_where_the_regions_span_the_map():
+    """Dense (one SDPA over all tokens, no mask where the window is the whole map) where a tile's key region
+    would span the map; tiled elsewhere, with kernel-sized tiles on maps up to 4 kernels, for window
+    attention (kernel == stride) and whenever a tile is given."""
+    from vzoo.layers import _na_torch as T
+    geo = dict(stride=(1, 1), causal=(False, False))
+    assert T.choose_path((7, 7), (7, 7), **geo) == "dense"  # NAT-T stage 4: plain attention
+    assert T.choose_path((10, 10), (7, 7), **geo) == "dense"  # every region is the whole map
+    assert T.choose_path((14, 14), (7, 7), **geo) == "tiled"  # NAT-T stage 3: four 7 x 7 tiles
+    assert T._tiles_for((14, 14), (7, 7), (1, 1), None) == (7, 7)
+    assert T._tiles_for((56, 56), (7, 7), (1, 1), None) == (4, 8)
+    assert T.choose_path((56, 56), (7, 7), **geo) == "tiled"
+    assert T.choose_path((64, 64), (16, 16), (16, 16), (False, False)) == "tiled"  # HAT windows
+    assert T.choose_path((7, 7), (7, 7), tile=(4, 4), **geo) == "tiled"
+    full = T._nd_plan((7, 7), (7, 7), (1, 1), (False, False), (7, 7), False, "cpu")
+    assert full["mask"] is None  # kernel == map: plain attention, no mask
+    # the front runs the choice: the dense path at 10 x 10 (equal to the reference), plain SDPA at 7 x 7
+    for L in (7, 10):
+        q, k, v = _qkv((L, L), heads=2, dim=8, dtype=torch.float32)
+        got = na2d(q, k, v, 7)
+        torch.testing.assert_close(got, T.na_forward(q, k, v, (7, 7), (1, 1), (1, 1), (False, False), 8 ** -0.5,
+                                                     path="dense"), atol=0, rtol=0)
+        torch.testing.assert_close(got, dense_reference(q, k, v, (7, 7), (1, 1), (1, 1), (False, False), 8 ** -0.5),
+                                   atol=1e-5, rtol=1e-5)
+    torch.manual_seed(0)
+    q, k, v = _qkv((7, 7), heads=2, dim=8, dtype=torch.float32)
+    want = torch.nn.functional.scaled_dot_product_attention(
+        *[t.reshape(2, 49, 2, 8).transpose(1, 2) for t in (q, k, v)]).transpose(1, 2).reshape(q.shape)
+    torch.testing.assert_close(na2d(q, k, v, 7), want, atol=0, rtol=0)
+    with pytest.raises(ValueError, match="path must be one of"):
+        T.na_forward(q, k, v, (7, 7), (1, 1), (1, 1), (False, False), 1.0, path="fast")
+
+
+def _holders(shape, pos, kernel, stride=None, dilation=None):
+    """Queries whose window holds the key at ``pos``: the product over axes of those per axis."""
+    stride, dilation = stride or (1,) * len(shape), dilation or (1,) * len(shape)
+    count = 1
+    for L, p, k, s, d in zip(shape, pos, kernel, stride, dilation):
+        g = p % d
+        xs = torch.arange(g, L, d)
+        lo, hi = window_bounds(len(xs), k, s, False, torch.arange(len(xs)))
+        count *= int(((lo <= p // d) & (hi >= p // d)).sum())
+    return count
+
+
+@pytest.mark.parametrize("which", ["key", "value"])
+@pytest.mark.parametrize("shape,pos,kernel,stride,dilation", [
+    ((32, 32), (16, 16), 3, 1, 1),  # the issue's case: natten gives 9; tiled path
+    ((32, 32), (16, 16), 7, 1, 2),  # dilated; tiled path per group
+    ((14, 14), (0, 0), 7, 1, 1),  # NAT-T stage 3: four 7 x 7 tiles
+    ((10, 10), (0, 0), 7, 1, 1),  # dense path, masked (every region is the whole map)
+    ((7, 7), (3, 3), 7, 1, 1),  # the window is the map: plain attention, every output sees it
+    ((8, 12), (5, 6), 4, 4, 1),  # window attention (kernel == stride): the 16 tokens of its window
+    ((40,), (20,), 5, 1, 1),  # na1d
+    ((6, 7, 8), (3, 3, 4), 3, 1, 1),  # na3d
+])
+def test_nan_stays_in_the_windows_that_hold_it(which, shape, pos, kernel, stride, dilation):
+    """One NaN key (or value) reaches exactly the outputs whose window holds it, whatever path the shape
+    dispatches to; every other output equals the output with a finite key there."""
+    torch.manual_seed(0)
+    n = len(shape)
+    q, k, v = _qkv(shape, heads=2, dim=8, dtype=torch.float32, b=2)
+    bad = (k if which == "key" else v).clone()
+    bad[(1,) + pos] = float("nan")
+    args = (q, bad, v) if which == "key" else (q, k, bad)
+    out = OPS[n](*args, kernel, stride=stride, dilation=dilation)
+    hit = out.isnan().any(-1)  # (B, *S, heads)
+    want = _holders(shape, pos, (kernel,) * n, stride=(stride,) * n, dilation=(dilation,) * n)
+    assert int(hit[1].all(-1).sum()) == int(hit[1].any(-1).sum()) == want
+    assert not hit[0].any()
+    clean = OPS[n](q, k, v, kernel, stride=stride, dilation=dilation)
+    torch.testing.assert_close(out[~hit], clean[~hit], atol=1e-5, rtol=1e-5)
+    if n == 2 and kernel == 3 and dilation == 1 and which == "key" and natten is not None:
+        want = natten.na2d(*args, kernel).isnan().any(-1)
+        assert torch.equal(hit, want)
+
+
+def test_nan_in_split_ops_stays_in_its_windows():
+    """na2d_qk: a NaN key gives NaN only in the (query, slot) pairs that see it; na2d_av: a NaN value only
+    in the outputs whose window holds it, on a large map (offset loop) and on a small one (tiled matmul)."""
+    torch.manual_seed(0)
+    q, k, _ = _qkv((32, 32), heads=2, dim=8, dtype=torch.float32, b=1)
+    k[0, 16, 16] = float("nan")
+    s = na2d_qk(q, k, 3)
+    assert int(s.isnan().sum()) == 9 * 2  # 9 windows hold it, once each, in both heads
+    for shape, kernel in (((32, 32), 3), ((7, 7), 5)):  # 49 <= 2 * 25: the small-map matmul path
+        v = torch.randn(1, *shape, 2, 4)
+        v[0, 1, 0] = float("nan")
+        a = torch.rand(1, *shape, 2, kernel * kernel)
+        hit = na2d_av(a, v, kernel).isnan().any(-1)
+        assert int(hit.any(-1).sum()) == _holders(shape, (1, 0), (kernel, kernel))
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+@pytest.mark.parametrize("empty", ["batch", "heads"])
+def test_empty_batch_or_heads_gives_an_empty_result(n, empty):
+    shape = (6, 5, 4)[:n]
+    b, h = (0, 2) if empty == "batch" else (2, 0)
+    q, k = (torch.randn(b, *shape, h, 8, requires_grad=True) for _ in range(2))
+    v = torch.randn(b, *shape, h, 4, requires_grad=True)
+    rpb = torch.randn(h, *[5] * n, requires_grad=True)
+    out = OPS[n](q, k, v, 3, rpb=rpb)
+    assert out.shape == v.shape
+    out.sum().backward()
+    assert q.grad.shape == q.shape and v.grad.shape == v.shape and rpb.grad.shape == rpb.shape
+    assert not rpb.grad.any()
+    if n != 2:
+        return
+    s = na2d_qk(q, k, 3, rpb=rpb)
+    assert s.shape == (b, *shape, h, 9)
+    o = na2d_av(s.softmax(-1), v, 3)
+    assert o.shape == v.shape
+    o.sum().backward()
+
+
+def test_channels_first_tensor_is_a_layout_error():
+    """Issue 17 item 5: a heads-first (channels-first) 5-D tensor is named as a layout error, not as a kernel
+    larger than the map (its 'H' is the head count)."""
+    q = torch.randn(2, 2, 16, 16, 8)  # (B, heads, H, W, head_dim)
+    with pytest.raises(ValueError, match=r"na2d: layout error: tensors must be \(B, H, W, heads, head_dim\)"):
+        na2d(q, q, q, kernel_size=7)
+    with pytest.raises(ValueError, match=r"larger than the input size"):  # a kernel too large for either layout
+        na2d(q, q, q, kernel_size=17)

@@ -172,3 +172,31 @@ def test_benchmark_suite_runs_and_its_official_gather_agrees():
     q, k, v = _qkv(2, 12, 12, 2, 16, 16)
     torch.testing.assert_close(suite.official_bra(q, k, v, 3, 2, 2, 0.2),
                                bi_level_routing_attention(q, k, v, 3, 2, 2, 0.2, backend="reference"))
+
+
+def test_torch_path_nan_stays_in_the_regions_that_route_to_it():
+    """A NaN key or value reaches exactly the tokens whose region routes to the region holding it (natten's
+    rule for neighbourhoods, here for routed regions); the rest equals the output with a finite key."""
+    torch.manual_seed(0)
+    q, k, v = _qkv(1, 8, 8, 2, 8, 8)
+    r_idx = torch.tensor([[[0, 1], [1, 3], [2, 3], [3, 2]]])  # regions 0 and 1 route to region 1
+    clean = routed_attention(q, k, v, r_idx=r_idx, n_win=2, num_heads=2, backend="torch")
+    for which in ("key", "value"):
+        bad = (k if which == "key" else v).clone()
+        bad[0, 1, 5] = float("nan")  # region 1 (rows 0-3, columns 4-7)
+        args = (q, bad, v) if which == "key" else (q, k, bad)
+        out = routed_attention(*args, r_idx=r_idx, n_win=2, num_heads=2, backend="torch")
+        hit = out.isnan().any(-1)[0]
+        assert hit[:4].all() and not hit[4:].any()  # the top regions 0 and 1: 32 tokens
+        torch.testing.assert_close(out[0, 4:], clean[0, 4:])
+
+
+@pytest.mark.parametrize("backend", ["torch", "reference"])
+def test_empty_batch_gives_an_empty_result(backend):
+    q, k, v = (t.requires_grad_() for t in _qkv(0, 8, 8, 2, 8, 4))
+    out = bi_level_routing_attention(q, k, v, n_win=2, topk=2, num_heads=2, backend=backend)
+    assert out.shape == v.shape
+    out.sum().backward()
+    assert q.grad.shape == q.shape and v.grad.shape == v.shape
+    m = BiLevelRoutingAttention(16, num_heads=2, n_win=2, topk=2, backend=backend)
+    assert m(torch.randn(0, 8, 8, 16)).shape == (0, 8, 8, 16)

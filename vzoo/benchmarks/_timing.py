@@ -21,7 +21,7 @@ from typing import Callable, Optional
 
 import torch
 
-__all__ = ["measure", "device_name", "progress", "add_timing_arguments"]
+__all__ = ["measure", "best_of_rounds", "set_threads", "device_name", "progress", "add_timing_arguments"]
 
 
 def _proc_status_kb(field: str) -> Optional[int]:
@@ -77,6 +77,25 @@ def measure(fn: Callable[[], object], device="cpu", warmup: int = 2, iters: int 
         hwm = _proc_status_kb("VmHWM")
         peak_mb = None if base is None or hwm is None else max(hwm - base, 0) / 1024
     return dict(ms=statistics.median(times), ms_min=min(times), ms_max=max(times), peak_mb=peak_mb)
+
+
+def best_of_rounds(fns: dict, device="cpu", warmup: int = 2, iters: int = 5, repeats: int = 3) -> dict:
+    """``{name: measure(fn)}`` over ``repeats`` rounds in which the callables alternate (so a load that comes
+    and goes on a shared machine hits them alike), keeping each one's round with the lowest median."""
+    best = {}
+    for _ in range(max(1, repeats)):
+        for name, fn in fns.items():
+            r = measure(fn, device, warmup, iters)
+            if name not in best or r["ms"] < best[name]["ms"]:
+                best[name] = r
+    return best
+
+
+def set_threads(threads: Optional[int]) -> int:
+    """``torch.set_num_threads(threads)`` when given (CPU benchmarks state it); returns the count in use."""
+    if threads:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
 
 
 def device_name(device="cpu") -> str:

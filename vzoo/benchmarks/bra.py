@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 
 from ._official import find_official_file, import_official, stand_in
-from ._timing import measure, progress
+from ._timing import measure, progress, set_threads
 
 DESCRIPTION = ("bra: bi-level routing attention (vzoo triton / torch / reference vs official gather), fwd, fwd+bwd, "
                "memory; BiFormer vs official")
@@ -62,6 +62,7 @@ def add_arguments(p):
     p.add_argument("--img-size", type=int, default=224)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--iters", type=int, default=5)
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads on the CPU (default: torch's)")
 
 
 # ------------------------------------------------------------------------------------------ official
@@ -149,6 +150,7 @@ def _model_rows(args, dev, dtype):
 
 def run(args):
     dev = torch.device(args.device)
+    set_threads(args.threads)
     dtype = getattr(torch, args.dtype)
     backends = args.backends or (["triton", "torch", "official"] if dev.type == "cuda"
                                  else ["torch", "reference", "official"])

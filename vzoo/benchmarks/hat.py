@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ._official import OfficialSourceError, find_official_file, official_imports, stand_in
-from ._timing import measure, progress
+from ._timing import measure, progress, set_threads
 
 DESCRIPTION = "hat: HAT x4 SR inference time/peak memory, full and tiled, vzoo vs official (--official-src)"
 
@@ -52,6 +52,7 @@ def add_arguments(p):
     p.add_argument("--attn-backend", default="auto", choices=["auto", "reference", "na2d"])
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--iters", type=int, default=3)
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads on the CPU (default: torch's)")
 
 
 # ------------------------------------------------------------------------------ official code
@@ -108,6 +109,7 @@ def _padded(model, window: int, scale: int):
 
 # ------------------------------------------------------------------------------ suite
 def run(args):
+    set_threads(args.threads)
     import timm
     import vzoo  # noqa: F401
     from vzoo.models.hat import checkpoint_filter_fn

@@ -6,17 +6,21 @@ attention that vzoo families run through ``na2d`` (HAT-, Swin- and MOAT-like win
 goal case (2 x 56 x 56, 2 heads x 32, kernel 7).
 
     python tools/benchmark.py na                                   # CPU: the goal case
+    python tools/benchmark.py na --cases goal nat_tiny dinat windows --bwd --threads 1 --repeats 5
     python tools/benchmark.py na --cases nat_tiny dinat windows --device cuda --dtype bfloat16 --bwd
 
 ``natten`` is natten's own ``na2d`` with its default backend (on the CPU: FlexAttention, unfused; it has
 no CPU backward); ``natten-flex-compiled`` is natten's Flex backend under ``torch.compile`` (CUDA only);
-``sdpa`` is ``scaled_dot_product_attention`` over all ``H*W`` tokens (the dense baseline).
+``sdpa`` is ``scaled_dot_product_attention`` over all ``H*W`` tokens (the dense baseline);
+``torch:tiled``, ``torch:dense``, ``torch:window`` force one path of the torch backend's per-shape dispatch
+(``vzoo.layers._na_torch.choose_path``). The backends of a case alternate within each of ``--repeats``
+rounds and each keeps its best round, so ratios taken in one run hold on a shared machine.
 """
 from __future__ import annotations
 
 import torch
 
-from ._timing import measure, progress
+from ._timing import best_of_rounds, progress, set_threads
 
 DESCRIPTION = "na: neighborhood attention (vzoo torch / triton) vs natten vs dense SDPA, fwd and fwd+bwd"
 
@@ -42,7 +46,8 @@ CASES = {
     ],
 }
 
-BACKENDS = ("torch", "triton", "natten", "natten-flex-compiled", "sdpa")
+PATHS = ("torch:tiled", "torch:dense", "torch:window")
+BACKENDS = ("torch", "triton", "natten", "natten-flex-compiled", "sdpa") + PATHS
 
 
 def add_arguments(p):
@@ -57,6 +62,8 @@ def add_arguments(p):
     p.add_argument("--bwd", action="store_true", help="also time forward+backward")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--iters", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=1, help="interleaved rounds of the backends; each keeps its best")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads on the CPU (default: torch's)")
     p.add_argument("--plot", default=None, help="also draw the times as a PNG bar chart here (matplotlib)")
 
 
@@ -64,6 +71,11 @@ def _runner(backend, q, k, v, kernel, stride, dilation, rpb):
     from vzoo.layers import na2d
     if backend in ("torch", "triton"):
         return lambda: na2d(q, k, v, kernel_size=kernel, stride=stride, dilation=dilation, rpb=rpb, backend=backend)
+    if backend in PATHS:  # one path of the torch dispatch, forced (the front's checks are done by the case)
+        from vzoo.layers._na_torch import na_forward
+        geo = dict(kernel=(kernel,) * 2, stride=(stride,) * 2, dilation=(dilation,) * 2, causal=(False, False),
+                   scale=q.shape[-1] ** -0.5, rpb=rpb, path=backend.split(":")[1])
+        return lambda: na_forward(q, k, v, **geo)
     if backend == "natten":
         import natten
         return lambda: natten.na2d(q, k, v, kernel, stride=stride, dilation=dilation)
@@ -82,9 +94,14 @@ def _runner(backend, q, k, v, kernel, stride, dilation, rpb):
     raise ValueError(f"na benchmark: unknown backend {backend!r}; choose from {BACKENDS}")
 
 
+def _uses_rpb(backend):
+    return backend in ("torch", "triton") + PATHS
+
+
 def run(args):
     dev = torch.device(args.device)
     dtype = getattr(torch, args.dtype)
+    threads = set_threads(args.threads) if dev.type == "cpu" else None
     backends = args.backends or (["triton", "torch", "natten", "natten-flex-compiled", "sdpa"]
                                  if dev.type == "cuda" else ["torch", "natten", "sdpa"])
     rows = []
@@ -94,35 +111,43 @@ def run(args):
             g = torch.Generator(device="cpu").manual_seed(0)
             q, k, v = (torch.randn(B, H, W, heads, dim, generator=g).to(dev, dtype) for _ in range(3))
             rpb = torch.randn(heads, 2 * kernel - 1, 2 * kernel - 1, generator=g).to(dev, dtype) if use_rpb else None
-            base = {}
+            case_rows, fwd, step = {}, {}, {}
             for be in backends:
                 row = dict(case=label, shape=f"{B}x{H}x{W} {heads}x{dim}", kernel=kernel, stride=stride,
                            dilation=dil, rpb=use_rpb, backend=be)
+                if threads is not None:
+                    row["threads"] = threads
                 if be in ("natten", "natten-flex-compiled") and use_rpb:
                     row["note"] = "no rpb in natten: timed without it"
-                try:
-                    fn = _runner(be, q, k, v, kernel, stride, dil, rpb if be in ("torch", "triton") else None)
-                    r = measure(fn, dev, args.warmup, args.iters)
-                    row.update(fwd_ms=r["ms"], fwd_peak_mb=r["peak_mb"])
-                    base.setdefault(be, r["ms"])
+                case_rows[be] = row
+                try:  # a backend that cannot run this case fails here, outside the timed rounds
+                    fn = _runner(be, q, k, v, kernel, stride, dil, rpb if _uses_rpb(be) else None)
+                    fn()
+                    fwd[be] = fn
                     if args.bwd:
                         ins = [t.detach().requires_grad_() for t in (q, k, v)]
-                        r_in = rpb.detach().requires_grad_() if (rpb is not None and be in ("torch", "triton")) \
-                            else None
+                        r_in = rpb.detach().requires_grad_() if (rpb is not None and _uses_rpb(be)) else None
                         fb = _runner(be, *ins, kernel, stride, dil, r_in)
 
-                        def step():
+                        def fwd_bwd(fb=fb):
                             fb().float().sum().backward()
-                        rb = measure(step, dev, args.warmup, args.iters)
-                        row.update(fwdbwd_ms=rb["ms"], fwdbwd_peak_mb=rb["peak_mb"])
-                except Exception as e:  # a backend that cannot run this case: say why, keep going
+                        fwd_bwd()
+                        step[be] = fwd_bwd
+                except Exception as e:  # say why, keep going (a forward that ran is still timed)
                     row["note"] = (row.get("note", "") + f" {type(e).__name__}: {str(e).splitlines()[0][:90]}").strip()
+            for key, fns in (("fwd", fwd), ("fwdbwd", step)):
+                for be, r in best_of_rounds(fns, dev, args.warmup, args.iters, args.repeats).items():
+                    case_rows[be].update({f"{key}_ms": r["ms"], f"{key}_peak_mb": r["peak_mb"]})
+            for row in case_rows.values():
+                for ref in ("natten", "sdpa"):
+                    base = case_rows.get(ref, {})
+                    if row["backend"] == ref:
+                        continue
+                    for key in ("fwd", "fwdbwd"):
+                        if f"{key}_ms" in row and f"{key}_ms" in base:
+                            row[f"{key}_x_vs_{ref}" if key == "fwdbwd" else f"x_vs_{ref}"] = \
+                                base[f"{key}_ms"] / row[f"{key}_ms"]
                 rows.append(progress(row))
-            for row in rows[-len(backends):]:
-                if "fwd_ms" in row:
-                    for ref in ("natten", "sdpa"):
-                        if ref in base and row["backend"] != ref:
-                            row[f"x_vs_{ref}"] = base[ref] / row["fwd_ms"]
     if args.plot:
         plot(rows, args.plot, f"neighborhood attention, {args.dtype}, {dev.type}")
     return rows

@@ -20,6 +20,7 @@ def add_arguments(p):
     p.add_argument("--bwd", action="store_true", help="also time forward+backward")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--iters", type=int, default=5)
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads on the CPU (default: torch's)")
 
 
 def run(args):
@@ -29,7 +30,8 @@ def run(args):
         parser = argparse.ArgumentParser()
         suite.add_arguments(parser)
         argv = ["--device", args.device, "--dtype", args.dtype, "--warmup", str(args.warmup),
-                "--iters", str(args.iters)] + (["--bwd"] if args.bwd else [])
+                "--iters", str(args.iters)] + (["--bwd"] if args.bwd else []) + \
+            (["--threads", str(args.threads)] if args.threads else [])
         for r in suite.run(parser.parse_args(argv)):
             rows.append(dict(op=op, **r))
     return rows

@@ -19,6 +19,11 @@ stride 1, exactly the window when ``stride == kernel_size``). Each tile is then 
 problem masked to the true neighbourhoods: torch's fused ``scaled_dot_product_attention`` over all tiles
 at once (batch x heads x tiles), or, when the rpb needs a gradient, explicit batched matmuls + softmax.
 Compute and memory are ``O(N * region)`` = ``O(N * k^2)``, parallel over batch, heads and tiles.
+
+Per dilation group's map, :func:`choose_path` picks the tiled path or, where the tiles' regions would span
+the whole map, one dense SDPA (no mask when every window is the map); a masked path whose output is not
+finite is recomputed on the window path (each query reads only its own window's keys and values), so a
+NaN reaches exactly the outputs whose window holds it. ``docs/kernels.md``, "CPU dispatch".
 """
 from __future__ import annotations
 
@@ -65,10 +70,11 @@ def _axis_plan(length: int, kernel: int, stride: int, causal: bool, tile: int):
     mask = (key >= lo.unsqueeze(-1)) & (key <= hi.unsqueeze(-1))  # (nt, tile, region)
     offset = (key - xq.view(nt, tile, 1) + kernel - 1).clamp(0, 2 * kernel - 2)  # rpb index
     region_idx = (start.view(nt, 1) + u.view(1, region)).reshape(-1)  # (nt * region,)
-    local_lo = lo - start.view(nt, 1)  # kernel index j -> region index local_lo + j (non-causal)
+    local_lo = lo - start.view(nt, 1)  # kernel slot j -> region index min(local_lo + j, local_hi)
+    local_hi = hi - start.view(nt, 1)
     needs_pad = nt * tile != length
     return dict(nt=nt, tile=tile, region=region, xq=xq, mask=mask, offset=offset, region_idx=region_idx,
-                local_lo=local_lo, needs_pad=needs_pad, full=bool(mask.all()))
+                local_lo=local_lo, local_hi=local_hi, needs_pad=needs_pad, full=bool(mask.all()))
 
 
 def _broadcast_axes(tables, n):
@@ -123,22 +129,25 @@ def _nd_plan(shape, kernel, stride, causal, tile, with_rpb: bool, device: str):
 
 @functools.lru_cache(maxsize=256)
 @torch.inference_mode(False)
-def _kernel_gather_idx(shape, kernel, tile, device: str):
-    """(n_tiles, tq, K): region index of each query's k-th neighbour (non-causal, stride 1)."""
+def _kernel_gather_idx(shape, kernel, stride, causal, tile, device: str):
+    """(n_tiles, tq, K) region index of each query's neighbour slot ``j`` and (n_tiles, tq, K) slot validity
+    (None when every slot is a key: non-causal). A causal window holds fewer than ``k`` keys near the start;
+    its spare slots repeat the last key of the window (a key the query sees) and are masked."""
     n = len(shape)
-    plans = [_axis_plan(shape[i], kernel[i], 1, False, tile[i]) for i in range(n)]
-    tabs = []
+    plans = [_axis_plan(shape[i], kernel[i], stride[i], causal[i], tile[i]) for i in range(n)]
+    tabs, oks = [], []
     for i, p in enumerate(plans):
         rstride = math.prod(q["region"] for q in plans[i + 1:])
-        j = torch.arange(kernel[i], device="cpu")
-        tabs.append((p["local_lo"].unsqueeze(-1) + j) * rstride)  # (nt, t, k_i)
-    parts = _broadcast_axes(tabs, n)
-    idx = parts[0]
-    for x in parts[1:]:
-        idx = idx + x
+        slot = p["local_lo"].unsqueeze(-1) + torch.arange(kernel[i], device="cpu")  # (nt, t, k_i)
+        hi = p["local_hi"].unsqueeze(-1)
+        tabs.append(torch.minimum(slot, hi) * rstride)
+        oks.append(slot <= hi)
+    idx, ok = (functools.reduce(op, _broadcast_axes(t, n)) for t, op in ((tabs, torch.add), (oks, torch.logical_and)))
     n_tiles = math.prod(p["nt"] for p in plans)
     tq = math.prod(p["tile"] for p in plans)
-    return idx.reshape(n_tiles, tq, math.prod(kernel)).to(torch.device(device))
+    dev = torch.device(device)
+    shape3 = (n_tiles, tq, math.prod(kernel))
+    return idx.reshape(shape3).to(dev), (None if bool(ok.all()) else ok.reshape(shape3).to(dev))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -241,22 +250,76 @@ def _run_grouped(core, tensors, dilation, out_channels):
 
 
 # ---------------------------------------------------------------------------------------------------
-# public torch-path ops (arguments already validated by the front)
+# the fused op: three exact paths, one chosen per dilation group's map
 # ---------------------------------------------------------------------------------------------------
+PATHS = ("tiled", "dense", "window")
+
+
 def _tiles_for(shape, kernel, stride, tile):
-    if tile is None:  # longer tiles along the last (contiguous) axis
+    """Query tile per axis: the kernel on axes up to 4 kernels long (14 x 14 with k 7: four 7 x 7 tiles,
+    1.3x faster than dense SDPA), else about 4 (8 along the last, contiguous axis); see docs/kernels.md."""
+    if tile is None:
         n = len(shape)
-        return tuple(default_tile(L, k, s, 8 if i == n - 1 else 4)
+        return tuple(default_tile(L, k, s, k if L <= 4 * k else (8 if i == n - 1 else 4))
                      for i, (L, k, s) in enumerate(zip(shape, kernel, stride)))
     return tuple(max(1, min(int(t), L)) for t, L in zip(tile, shape))
 
 
-def _na_core(q, k, v, kernel, stride, causal, scale, rpb, tile):
+def choose_path(shape, kernel, stride, causal, tile=None) -> str:
+    """The path of the fused op for a map of ``shape`` (one dilation group; finite inputs).
+
+    ``"dense"`` (one SDPA over all tokens, without a mask where every window is the whole map) where the
+    tiles' key regions would span the whole map anyway (a kernel as large as the map, or nearly): tiling
+    would then only add gathers. ``"tiled"`` elsewhere, and whenever a ``tile`` is given."""
+    return "tiled" if tile is not None else _auto_path(tuple(shape), tuple(kernel), tuple(stride), tuple(causal))
+
+
+@functools.lru_cache(maxsize=256)
+def _auto_path(shape, kernel, stride, causal):
+    tiles = _tiles_for(shape, kernel, stride, None)
+    spans_map = all(_axis_plan(L, k, s, c, t)["region"] == L
+                    for L, k, s, c, t in zip(shape, kernel, stride, causal, tiles))
+    return "dense" if spans_map else "tiled"
+
+
+def _all_finite(*tensors) -> bool:
+    """Whether no tensor holds a NaN or an infinity: one float32 sum each (NaN and inf survive a sum; a
+    sum that overflows only costs a recomputation on the exact path). Under ``torch.compile`` the check
+    is skipped (a data-dependent branch would break the graph): the fast paths then run as for finite
+    inputs."""
+    if torch.compiler.is_compiling():
+        return True
+    return bool(torch.isfinite(sum(t.detach().sum(dtype=torch.float32) for t in tensors)))
+
+
+def _empty_result(shape, like, *inputs):
+    """A zero-size result of ``shape`` wired to every input, so that a backward gives them (empty or zero)
+    gradients instead of failing."""
+    anchor = sum(t.sum() for t in inputs if t is not None) * 0
+    return like.new_zeros(shape) + anchor.to(like.dtype)
+
+
+def _na_core(q, k, v, kernel, stride, causal, scale, rpb, tile, path):
     n = q.dim() - 3
     shape = tuple(q.shape[1:1 + n])
-    tiles = _tiles_for(shape, kernel, stride, tile)
+    chosen = path or choose_path(shape, kernel, stride, causal, tile)
+    if chosen == "window":
+        return _na_core_window(q, k, v, kernel=kernel, stride=stride, causal=causal, scale=scale, rpb=rpb)
+    tiles = shape if chosen == "dense" else _tiles_for(shape, kernel, stride, tile)
     plan = _nd_plan(shape=shape, kernel=kernel, stride=stride, causal=causal, tile=tiles, with_rpb=rpb is not None,
                     device=str(q.device))
+    run = _na_core_dense if chosen == "dense" else _na_core_tiled
+    out = run(q=q, k=k, v=v, plan=plan, shape=shape, scale=scale, rpb=rpb)
+    # A mask gives masked-out keys and values zero weights, and 0 * NaN = NaN: a non-finite key or value
+    # outside a window then makes the whole tile non-finite. Checking the output (hot in cache; a NaN or
+    # inf input that any output reads leaves a trace there) and recomputing those rare calls on the
+    # window path keeps the result exact. Without a mask every key a tile reads is in all its windows.
+    if path is None and plan["mask"] is not None and not _all_finite(out):
+        return _na_core_window(q, k, v, kernel=kernel, stride=stride, causal=causal, scale=scale, rpb=rpb)
+    return out
+
+
+def _na_core_tiled(q, k, v, plan, shape, scale, rpb):
     if rpb is None or not (rpb.requires_grad and torch.is_grad_enabled()):
         return _na_core_sdpa(q=q, k=k, v=v, plan=plan, shape=shape, scale=scale, rpb=rpb)
     b, h = q.shape[0], q.shape[-2]
@@ -274,6 +337,35 @@ def _na_core(q, k, v, kernel, stride, causal, scale, rpb, tile):
     return _untile(torch.matmul(p, vt), plan, shape, b)
 
 
+def _na_core_dense(q, k, v, plan, shape, scale, rpb):
+    """One SDPA over all ``N`` tokens of the map with the ``(N, N)`` neighbourhood mask (none when every
+    window is the whole map) or the ``(heads, N, N)`` bias with the mask folded in; no gather, no copy of
+    the inputs (SDPA reads the heads-last layout through strides). ``plan``: one tile, the whole map."""
+    b, h = q.shape[0], q.shape[-2]
+    tokens = math.prod(shape)
+    qd, kd, vd = (t.reshape(b, tokens, h, t.shape[-1]).transpose(1, 2) for t in (q, k, v))
+    # 4-D masks: a 3-D one sends torch's CPU SDPA to a path 3-4x slower (torch 2.14)
+    if rpb is not None:
+        mask = _bias_table(rpb, q.dtype)[:, _masked_rpb_idx(plan)]  # (h, 1, N, N); autograd reaches rpb
+        mask = mask.transpose(0, 1)
+    else:
+        mask = None if plan["mask"] is None else _float_mask(plan, q.dtype).unsqueeze(0)  # (1, 1, N, N)
+    o = F.scaled_dot_product_attention(qd, kd, vd, attn_mask=mask, scale=scale)  # (B, h, N, Cv)
+    return o.transpose(1, 2).reshape(b, *shape, h, v.shape[-1])
+
+
+def _na_core_window(q, k, v, kernel, stride, causal, scale, rpb):
+    """Exact for any input, NaN and inf included: each query reads only its own window's keys and values
+    (scores as :func:`na_qk`, values by the offset loop of :func:`na_av`), so a non-finite key or value
+    reaches only the outputs whose window holds it, as in natten."""
+    s = _qk_core(q * scale, k, kernel=kernel, stride=stride, causal=causal, rpb=rpb, tile=None)
+    if s.dtype in (torch.float16, torch.bfloat16):
+        s = s.float()
+    n = q.dim() - 3
+    index = _window_index(tuple(q.shape[1:1 + n]), kernel, stride, causal, str(q.device))
+    return _AVOffsets.apply(torch.softmax(s, dim=-1).to(v.dtype), v, index)
+
+
 def _na_core_sdpa(q, k, v, plan, shape, scale, rpb):
     """Constant mask / bias: torch's fused SDPA over all tiles at once (batch = tiles, heads = B x heads).
 
@@ -285,7 +377,8 @@ def _na_core_sdpa(q, k, v, plan, shape, scale, rpb):
     if rpb is None:
         mask = None if plan["mask"] is None else _float_mask(plan, q.dtype).unsqueeze(1)
         o = F.scaled_dot_product_attention(qt, kt, vt, attn_mask=mask, scale=scale)  # (T, B*h, tq, Cv)
-    else:  # per-head bias (tiles, h, tq, tk): one call per batch element
+    else:  # per-head bias (tiles, h, tq, tk): one 4-D call per batch element (a 5-D call broadcasting the
+        # bias over the batch, or a bias expanded to B x heads, is 1.5-3x slower on the CPU, torch 2.14)
         bias = _bias_table(rpb, q.dtype)[:, _masked_rpb_idx(plan)].transpose(0, 1)
         o = torch.cat([F.scaled_dot_product_attention(qt[:, i * h:(i + 1) * h], kt[:, i * h:(i + 1) * h],
                                                       vt[:, i * h:(i + 1) * h], attn_mask=bias, scale=scale)
@@ -318,28 +411,41 @@ def _masked_rpb_idx(plan):
     return plan["rpb_idx_masked"]
 
 
-def na_forward(q, k, v, kernel, stride, dilation, causal, scale, rpb=None, tile=None):
-    """Neighborhood attention on ``(B, *S, heads, C)`` tensors (torch path, autograd through torch ops)."""
+def na_forward(q, k, v, kernel, stride, dilation, causal, scale, rpb=None, tile=None, path=None):
+    """Neighborhood attention on ``(B, *S, heads, C)`` tensors (torch path, autograd through torch ops).
+
+    ``path`` (tests, benchmarks): one of :data:`PATHS`, or None to choose per dilation group's map
+    (:func:`choose_path`; a masked path whose output is not finite is recomputed on ``"window"``)."""
+    if path is not None and path not in PATHS:
+        raise ValueError(f"na_forward: path must be one of {PATHS} or None, got {path!r}")
+    if q.numel() == 0 or v.numel() == 0:  # batch 0 or no heads
+        return _empty_result(v.shape, v, q, k, v, rpb)
     core = functools.partial(_na_core, kernel=kernel, stride=stride, causal=causal, scale=scale, rpb=rpb,
-                             tile=tile)
+                             tile=tile, path=path)
     return _run_grouped(core, tensors=(q, k, v), dilation=dilation, out_channels=v.shape[-1])
 
 
-def _qk_core(q, k, kernel, rpb, tile):
+def _qk_core(q, k, kernel, rpb, tile, stride=None, causal=None):
+    """Scores of every query with its ``prod(kernel)`` window slots: one matmul per tile over its key region,
+    then a gather of the window's columns (a non-finite key reaches only the queries whose window holds it).
+    A causal window's spare slots score ``-inf``."""
     n = q.dim() - 3
     shape = tuple(q.shape[1:1 + n])
-    ones = (1,) * n
-    tiles = _tiles_for(shape, kernel, ones, tile)
-    plan = _nd_plan(shape=shape, kernel=kernel, stride=ones, causal=(False,) * n, tile=tiles,
+    stride = stride or (1,) * n
+    causal = causal or (False,) * n
+    tiles = _tiles_for(shape, kernel, stride, tile)
+    plan = _nd_plan(shape=shape, kernel=kernel, stride=stride, causal=causal, tile=tiles,
                     with_rpb=rpb is not None, device=str(q.device))
     b, h = q.shape[0], q.shape[-2]
     s = torch.matmul(_tile_queries(q, plan), _tile_regions(k, plan).transpose(-1, -2))  # (T, B*h, tq, tk)
-    idx = _kernel_gather_idx(shape, kernel, tiles, str(q.device))  # (T, tq, K)
+    idx, ok = _kernel_gather_idx(shape, kernel, stride, causal, tiles, str(q.device))  # (T, tq, K)
     a = s.gather(-1, idx.unsqueeze(1).expand(-1, s.shape[1], -1, -1))  # (T, B*h, tq, K)
     if rpb is not None:  # bias of each (query, neighbour j): rpb index at the same gathered slot
         bidx = plan["rpb_idx"].gather(-1, idx)  # (T, tq, K)
         bias = rpb.reshape(h, -1)[:, bidx].transpose(0, 1).to(a.dtype)  # (T, h, tq, K)
         a = (a.view(a.shape[0], b, h, *a.shape[2:]) + bias.unsqueeze(1)).view(a.shape)
+    if ok is not None:
+        a = a.masked_fill(~ok.unsqueeze(1), float("-inf"))
     return _untile(a, plan, shape, b)
 
 
@@ -353,7 +459,7 @@ def _av_core(a, v, kernel, tile):
     plan = _nd_plan(shape=shape, kernel=kernel, stride=ones, causal=(False,) * n, tile=tiles, with_rpb=False,
                     device=str(v.device))
     at = _tile_queries(a, plan)  # (T, B*h, tq, K)
-    idx = _kernel_gather_idx(shape, kernel, tiles, str(v.device))
+    idx, _ = _kernel_gather_idx(shape, kernel, ones, (False,) * n, tiles, str(v.device))
     dense = at.new_zeros(at.shape[:-1] + (plan["tk"],))
     dense = dense.scatter(-1, idx.unsqueeze(1).expand(-1, at.shape[1], -1, -1), at)
     o = torch.matmul(dense, _tile_regions(v, plan))
@@ -365,14 +471,19 @@ def _av_core(a, v, kernel, tile):
 # ---------------------------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=256)
 @torch.inference_mode(False)
-def _window_starts(shape, kernel, device: str):
-    """Per axis, the first key of each query's window (non-causal, stride 1, group coordinates)."""
-    return tuple(window_bounds(L, k, 1, False, torch.arange(L, device="cpu"))[0].to(torch.device(device))
-                 for L, k in zip(shape, kernel))
+def _window_index(shape, kernel, stride, causal, device: str):
+    """Per axis and kernel slot ``o``, the ``(L,)`` key of slot ``o`` of every query's window (group
+    coordinates): ``lo + o``, clamped to the window's last key (a causal window's spare slots, whose
+    weights are zero, read a key of the window itself)."""
+    out = []
+    for L, k, s, c in zip(shape, kernel, stride, causal):
+        lo, hi = window_bounds(L, k, s, c, torch.arange(L, device="cpu"))
+        out.append(tuple(torch.minimum(lo + o, hi).to(torch.device(device)) for o in range(k)))
+    return tuple(out)
 
 
-def _offsets(x, starts, kernel):
-    """Yield ``(j, x_j)`` for every kernel offset ``j`` (row-major): ``x_j[q] = x[window start of q + j]``.
+def _offsets(x, index, kernel):
+    """Yield ``(j, x_j)`` for every kernel slot ``j`` (row-major): ``x_j[q] = x[window slot j of q]``.
 
     One ``index_select`` per axis and offset, nested so that the gathered copies alive at any time hold
     at most ``n`` tensors of ``x``'s size (never the ``prod(kernel)``-fold gathered copy)."""
@@ -383,66 +494,67 @@ def _offsets(x, starts, kernel):
             yield flat, g
             return
         for o in range(kernel[axis]):
-            yield from walk(axis + 1, g.index_select(1 + axis, starts[axis] + o), flat * kernel[axis] + o)
+            yield from walk(axis + 1, g.index_select(1 + axis, index[axis][o]), flat * kernel[axis] + o)
     yield from walk(0, x, 0)
 
 
-def _scatter_offsets(parts, starts, kernel, like):
-    """The adjoint of :func:`_offsets`: ``sum_j scatter(parts(j))`` back to the positions read for offset j.
-    ``parts(j)`` gives the contribution of offset ``j`` (or None to skip)."""
+def _scatter_offsets(parts, index, kernel, like):
+    """The adjoint of :func:`_offsets`: ``sum_j scatter(parts(j))`` back to the positions read for slot j."""
     n = len(kernel)
 
     def walk(axis, flat):
         acc = torch.zeros_like(like)
         for o in range(kernel[axis]):
             sub = parts(flat * kernel[axis] + o) if axis == n - 1 else walk(axis + 1, flat * kernel[axis] + o)
-            acc.index_add_(1 + axis, starts[axis] + o, sub)
+            acc.index_add_(1 + axis, index[axis][o], sub)
         return acc
     return walk(0, 0)
 
 
 class _AVOffsets(torch.autograd.Function):
-    """``out = sum_j a[..., j] * v[window start + j]``; saves only ``a`` and ``v`` for the backward."""
+    """``out = sum_j a[..., j] * v[window slot j]``; saves only ``a`` and ``v`` for the backward.
+    ``index`` is :func:`_window_index`'s table."""
 
     @staticmethod
-    def forward(ctx, a, v, kernel):
-        n = v.dim() - 3
-        starts = _window_starts(tuple(v.shape[1:1 + n]), kernel, str(v.device))
+    def forward(ctx, a, v, index):
+        kernel = tuple(len(t) for t in index)
         out = torch.zeros(v.shape, dtype=v.dtype, device=v.device)
-        for j, vj in _offsets(v, starts, kernel):
+        for j, vj in _offsets(v, index, kernel):
             out.addcmul_(a[..., j, None], vj)
         ctx.save_for_backward(a, v)
-        ctx.kernel = kernel
+        ctx.index = index
         return out
 
     @staticmethod
     def backward(ctx, grad):
         a, v = ctx.saved_tensors
-        kernel = ctx.kernel
-        n = v.dim() - 3
-        starts = _window_starts(tuple(v.shape[1:1 + n]), kernel, str(v.device))
+        index = ctx.index
+        kernel = tuple(len(t) for t in index)
         grad = grad.contiguous()
         da = dv = None
         if ctx.needs_input_grad[0]:
             da = torch.empty_like(a)
-            for j, vj in _offsets(v, starts, kernel):
+            for j, vj in _offsets(v, index, kernel):
                 da[..., j] = (grad * vj).sum(-1)
         if ctx.needs_input_grad[1]:
-            dv = _scatter_offsets(lambda j: grad * a[..., j, None], starts, kernel, v)
+            dv = _scatter_offsets(lambda j: grad * a[..., j, None], index, kernel, v)
         return da, dv, None
 
 
 def _av_offsets(a, v, kernel, tile):
-    if tile is not None:
-        return _av_core(a, v, kernel=kernel, tile=tile)
-    if math.prod(v.shape[1:-2]) <= 2 * math.prod(kernel):
+    n = v.dim() - 3
+    shape = tuple(v.shape[1:1 + n])
+    # the tiled dense path multiplies zero weights by values outside the windows: finite values only
+    if tile is not None or (math.prod(shape) <= 2 * math.prod(kernel) and _all_finite(v)):
         # a map hardly larger than the kernel: one dense matmul over the whole map is faster
-        return _av_core(a, v, kernel=kernel, tile=tuple(v.shape[1:-2]))
-    return _AVOffsets.apply(a, v, tuple(kernel))
+        return _av_core(a, v, kernel=kernel, tile=tile or shape)
+    return _AVOffsets.apply(a, v, _window_index(shape, tuple(kernel), (1,) * n, (False,) * n, str(v.device)))
 
 
 def na_qk(q, k, kernel, dilation, rpb=None, tile=None):
     """Unnormalised scores ``q . k`` (+ rpb) of every query with its ``prod(kernel)`` neighbours."""
+    if q.numel() == 0:  # batch 0 or no heads
+        return _empty_result(q.shape[:-1] + (math.prod(kernel),), q, q, k, rpb)
     core = functools.partial(_qk_core, kernel=kernel, rpb=rpb, tile=tile)
     return _run_grouped(core, tensors=(q, k), dilation=dilation, out_channels=math.prod(kernel))
 
@@ -451,10 +563,12 @@ def na_av(a, v, kernel, dilation, tile=None):
     """``sum_j a[..., j] * v[neighbour j]``: applies neighbourhood weights ``a`` to the values.
 
     Accumulates over the ``prod(kernel)`` offsets (custom backward, ``O(N)`` memory: never the gathered
-    ``k*k`` copy of ``v``); maps at most twice the kernel's size, or an explicit ``tile``, take the
-    tiled dense path instead."""
+    ``k*k`` copy of ``v``); maps at most twice the kernel's size with finite values, or an explicit
+    ``tile``, take the tiled dense path instead."""
     if a.dtype != v.dtype:
         raise TypeError(f"na_av: attn dtype {a.dtype} does not match value dtype {v.dtype}")
+    if a.numel() == 0 or v.numel() == 0:  # batch 0 or no heads
+        return _empty_result(v.shape, v, a, v)
     core = functools.partial(_av_offsets, kernel=kernel, tile=tile)
     return _run_grouped(core, tensors=(a, v), dilation=dilation, out_channels=v.shape[-1])
 
