@@ -1,4 +1,5 @@
 """tools/benchmark.py: suite discovery, the models suite end to end, and the generated Markdown section."""
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -92,3 +93,122 @@ def test_atomic_write_follows_the_umask_and_keeps_the_old_file_on_failure(tmp_pa
             Path(tmp).write_text("half")
             raise RuntimeError("writer failed")
     assert path.read_text() == "two" and os.listdir(path.parent) == ["f.txt"]  # no temporary file left
+
+
+# ------------------------------------------------------------------------------ models --vs-official
+@pytest.fixture
+def keep_threads():
+    import torch
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)  # --threads 1 in-process must not slow the tests after it
+
+
+def test_vs_official_without_a_checkout_times_vzoo_and_timm_and_says_why(tmp_path, capsys, keep_threads):
+    import json
+    out = tmp_path / "r.json"
+    assert benchmark.main(["models", "--vs-official", "--official-root", str(tmp_path), "--families", "eca",
+                           "--variants", "eca=eca_resnet18", "--timm-equivalent", "eca_resnet18=resnet18",
+                           "--img-size", "64", "--batch-size", "1", "2", "--threads", "1", "--repeats", "2",
+                           "--iters", "1", "--warmup", "0", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "1 threads" in printed and "official: skipped, no checkout of BangguWu/ECANet" in printed
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["mode"], r["batch"]) for r in rows] == [("infer", 1), ("infer", 2), ("train", 1), ("train", 2)]
+    for r in rows:
+        assert r["variant"] == "eca_resnet18" and r["timm_model"] == "resnet18"
+        assert r["vzoo_img_s"] > 0 and r["timm_img_s"] > 0 and r["x_timm"] > 0 and r["x_timm_cpu"] > 0
+        assert r["official_img_s"] is None and r["x_official"] is None and r["max_rel_err"] is None
+    # a training step allocates the activations kept for backward and the gradients (11.7M params: > 40 MiB)
+    assert all(r["vzoo_peak_mb"] > 40 and r["timm_peak_mb"] > 40 for r in rows if r["mode"] == "train")
+
+
+def test_vs_official_rejects_unknown_families_and_bad_pairs(tmp_path):
+    with pytest.raises(ValueError, match="--families: unknown \\['nope'\\]"):
+        benchmark.main(["models", "--vs-official", "--families", "nope"])
+    with pytest.raises(ValueError, match="--variants takes KEY=VALUE"):
+        benchmark.main(["models", "--vs-official", "--official-root", str(tmp_path), "--families", "ulsam",
+                        "--variants", "ulsam_g4"])
+
+
+def test_vs_official_moat_names_tensorflow_as_the_reason(tmp_path):
+    import argparse
+    import importlib.util
+    from vzoo.benchmarks.models import _family_models
+    from vzoo.benchmarks.parity import load_family
+    args = argparse.Namespace(variants=[], timm_equivalent=[], official_src=[], official_root=str(tmp_path))
+    models, variant, timm_name, note = _family_models("moat", load_family("moat"), args, str(tmp_path))
+    assert set(models) == {"vzoo"} and variant == "tiny_moat_0" and timm_name is None
+    tf = importlib.util.find_spec("tensorflow") is not None
+    assert note == "official: skipped, google-research/deeplab2 is TensorFlow, " + (
+        "which this suite does not time yet" if tf else "which is not installed here")
+
+
+def test_peak_tensor_mb_reads_the_allocations_of_the_call():
+    import torch
+    from vzoo.benchmarks.models import peak_tensor_mb
+    keep = torch.ones(1 << 20)  # allocated before the call: not counted
+
+    def fn():
+        a = torch.ones(1 << 20)  # 4 MiB each; a and b live together, c after a is freed
+        b = a * 2
+        del a
+        c = b + 1
+        return c.sum()
+    assert peak_tensor_mb(fn) == pytest.approx(8, abs=0.01)
+    assert keep.sum() > 0
+
+
+def test_interleaved_timing_alternates_and_leaves_out_an_impl_that_fails():
+    import argparse
+    from vzoo.benchmarks.models import _time_interleaved
+    calls = []
+
+    def broken():
+        raise RuntimeError("cannot run this case")
+    fns = dict(vzoo=lambda: calls.append("v"), official=broken, timm=lambda: calls.append("t"))
+    best, errors = _time_interleaved(fns, argparse.Namespace(repeats=3, warmup=0, iters=1, device="cpu"))
+    assert set(best) == {"vzoo", "timm"} and errors == ["official: RuntimeError: cannot run this case"]
+    assert calls[:8] == ["v", "t"] * 4  # a first call each, then rounds alternating; then the profiled calls
+    assert all(b["ms"] > 0 and b["cpu_ms"] >= 0 and b["peak_mb"] == 0 for b in best.values())
+
+
+@pytest.mark.skipif(not (os.environ.get("VZOO_OFFICIAL_ROOT") and os.path.isfile(
+    os.path.join(os.environ.get("VZOO_OFFICIAL_ROOT", ""), "ULSAM", "ulsam.py"))),
+    reason="local only: needs VZOO_OFFICIAL_ROOT holding a checkout of Nandan91/ULSAM as ULSAM/")
+def test_vs_official_against_the_real_official_ulsam(keep_threads):
+    import json
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "r.json"
+        assert benchmark.main(["models", "--vs-official", "--families", "ulsam", "--batch-size", "1", "2",
+                               "--threads", "1", "--repeats", "2", "--iters", "1", "--json", str(out)]) == 0
+        rows = json.loads(out.read_text())["rows"]
+    assert len(rows) == 4 and all(r["official_img_s"] > 0 and r["x_official"] > 0 and r["note"] is None for r in rows)
+    assert all(r["max_rel_err"] < 1e-4 for r in rows if r["mode"] == "infer")  # the official weights went into vzoo
+
+
+def test_best_of_rounds_interleaves_and_keeps_each_best():
+    from vzoo.benchmarks._timing import best_of_rounds
+    calls = []
+    r = best_of_rounds({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, "cpu", warmup=0, iters=1,
+                       repeats=3)
+    assert calls == ["a", "b"] * 3 and set(r) == {"a", "b"} and all(x["ms"] >= 0 for x in r.values())
+
+
+def test_na_suite_states_threads_and_times_each_dispatch_path():
+    import argparse
+    import torch
+    suite = load_suite("na")
+    p = argparse.ArgumentParser()
+    suite.add_arguments(p)
+    before = torch.get_num_threads()
+    try:
+        rows = suite.run(p.parse_args(["--cases", "tiny", "--backends", "torch", "torch:tiled", "torch:dense",
+                                       "torch:window", "sdpa", "--device", "cpu", "--bwd", "--threads", "1",
+                                       "--repeats", "2", "--iters", "1", "--warmup", "0"]))
+    finally:
+        torch.set_num_threads(before)
+    assert [r["backend"] for r in rows] == ["torch", "torch:tiled", "torch:dense", "torch:window", "sdpa"]
+    assert all(r["threads"] == 1 and r["fwd_ms"] > 0 and r["fwdbwd_ms"] > 0 for r in rows)
+    assert all(r["x_vs_sdpa"] > 0 and r["fwdbwd_x_vs_sdpa"] > 0 for r in rows[:-1])

@@ -28,7 +28,8 @@ import types
 import warnings
 from typing import Callable, Dict, Iterable, Iterator, Optional, Sequence, Tuple
 
-__all__ = ["OfficialSourceError", "find_official_file", "stand_in", "official_imports", "import_official"]
+__all__ = ["OfficialSourceError", "find_official_file", "checkout_in", "stand_in", "official_imports",
+           "import_official"]
 
 
 class OfficialSourceError(ValueError):
@@ -53,6 +54,18 @@ def find_official_file(src: Optional[str], candidates: Sequence[str], repo: str)
             return os.path.abspath(root), rel
     shown = [c.replace("//", "/") for c in candidates]
     raise OfficialSourceError(f"--official-src {src!r}: found none of {shown} there (a checkout of {repo}?)")
+
+
+def checkout_in(root: Optional[str], repo: str) -> Optional[str]:
+    """The checkout of ``repo`` (``owner/name``) inside ``root``, a directory of checkouts: ``ROOT/name`` (a plain
+    ``git clone``) or ``ROOT/owner+name``; ``None`` if ``root`` is unset or holds neither."""
+    if not root:
+        return None
+    owner, name = repo.split("/")
+    for sub in (name, f"{owner}+{name}"):
+        if os.path.isdir(os.path.join(root, sub)):
+            return os.path.join(root, sub)
+    return None
 
 
 def stand_in(name: str, **attrs) -> types.ModuleType:

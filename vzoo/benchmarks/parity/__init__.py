@@ -14,10 +14,11 @@ from pathlib import Path
 from ...utils import write_block
 from .. import DOC_HEAD, list_modules, load_module
 from ._core import (  # noqa: F401
-    COLUMNS, DEFAULT_TOL, Family, check_variant, compare, format_row, randomize_, rows_table, run_family, save_torch)
+    COLUMNS, DEFAULT_TOL, Family, check_variant, compare, format_row, official_and_vzoo, randomize_, rows_table,
+    run_family, save_torch)
 
 __all__ = ["list_families", "load_family", "run", "write_markdown", "section_intro", "SECTION_TITLE", "Family",
-           "DEFAULT_TOL", "randomize_", "compare", "save_torch", "format_row", "rows_table"]
+           "DEFAULT_TOL", "randomize_", "compare", "save_torch", "official_and_vzoo", "format_row", "rows_table"]
 
 SECTION_TITLE = "Parity with the official implementations"
 

@@ -14,8 +14,8 @@ from torch import nn
 from ...utils import markdown_table
 from .._official import OfficialSourceError, find_official_file
 
-__all__ = ["Family", "DEFAULT_TOL", "COLUMNS", "randomize_", "compare", "save_torch", "check_variant", "run_family",
-           "format_row", "rows_table"]
+__all__ = ["Family", "DEFAULT_TOL", "COLUMNS", "randomize_", "compare", "save_torch", "official_and_vzoo",
+           "check_variant", "run_family", "format_row", "rows_table"]
 
 DEFAULT_TOL = 1e-4
 
@@ -124,18 +124,26 @@ def _fill(row: dict, x, ref, out, inner, tol: float) -> None:
         row.setdefault("inner", []).append(sub)
 
 
+def official_and_vzoo(fam: Family, official_ns, variant: str, seed: int, workdir: str):
+    """The official PyTorch model with random weights (seeded), saved in the release's format under ``workdir``
+    and loaded into vzoo's model through the family's loader: ``(official, vzoo)``, both on the same weights."""
+    torch.manual_seed(seed)
+    official = randomize_(fam.build_official(official_ns, variant), seed)
+    path = os.path.join(workdir, f"{variant}.pth")
+    fam.save({k: v.detach().clone() for k, v in official.state_dict().items()}, path, variant)
+    ours = fam.load_vzoo(variant, path)
+    if not type(ours).__module__.startswith(("vzoo.", "timm.")) or type(official) is type(ours):
+        raise RuntimeError(f"the model loaded for {variant!r} is {type(ours).__module__}.{type(ours).__name__}, "
+                           f"not vzoo's (did the official file register itself with timm?)")
+    return official, ours
+
+
 def _torch_round_trip(fam: Family, row: dict, official_ns, variant: str, img_size: int, batch: int, seed: int,
                       workdir: str):
     """Build/randomise/save the official PyTorch model, load it into vzoo, run both: (x, ref, out, inner).
     ``row`` gets its input as soon as there is one (an error row then still names it)."""
-    torch.manual_seed(seed)
-    official = randomize_(fam.build_official(official_ns, variant), seed).eval()
-    path = os.path.join(workdir, f"{variant}.pth")
-    fam.save({k: v.detach().clone() for k, v in official.state_dict().items()}, path, variant)
-    ours = fam.load_vzoo(variant, path).eval()
-    if not type(ours).__module__.startswith(("vzoo.", "timm.")) or type(official) is type(ours):
-        raise RuntimeError(f"the model loaded for {variant!r} is {type(ours).__module__}.{type(ours).__name__}, "
-                           f"not vzoo's (did the official file register itself with timm?)")
+    official, ours = official_and_vzoo(fam, official_ns, variant, seed, workdir)
+    official, ours = official.eval(), ours.eval()
     g = torch.Generator().manual_seed(seed + 1)
     x = (fam.make_input or _image_input)(variant, batch, img_size, g)
     row["input"] = _dims(x)
