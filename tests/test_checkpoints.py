@@ -107,3 +107,23 @@ def test_convert_cli_names_unknown_models(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "tools" / "convert.py"), "no_such_model", "a", "b"],
                        capture_output=True, text=True)
     assert r.returncode != 0 and "not in the checkpoint index" in r.stderr
+
+
+def test_convert_output_has_the_umask_mode_and_record_pins_the_sha256(official, tmp_path):
+    _, src, index_dir = official
+    data = json.loads((index_dir / "t.json").read_text())
+    data["models"]["shvit_s1"]["sha256"] = None
+    (index_dir / "t.json").write_text(json.dumps(data))
+    dst = tmp_path / "shvit_s1.safetensors"
+    old = os.umask(0o022)
+    try:
+        convert.convert("shvit_s1", str(src), str(dst), index_dir=index_dir, record=True)
+    finally:
+        os.umask(old)
+    assert dst.stat().st_mode & 0o777 == 0o644  # as any new file, not safetensors' own 0o600
+    assert load_index(index_dir)["shvit_s1"]["sha256"] == sha256_file(src)  # --record wrote it
+
+
+def test_convert_without_src_leaves_timm_models_to_timm():
+    with pytest.raises(SystemExit, match="timm model"):
+        convert.main(["shvit_s1", "--record"])

@@ -25,7 +25,8 @@ SIZES = [(160, 224), (256, 192)]
 
 def _channels(backbone: dict):
     kw = {k: v for k, v in backbone.items()
-          if k not in ("type", "model", "out_indices", "frozen_stages", "norm_eval", "init_cfg", "pad_to")}
+          if k not in ("type", "model", "out_indices", "frozen_stages", "norm_eval", "init_cfg", "pad_to",
+                       "pretrained")}
     with torch.device("meta"):
         m = timm.create_model(backbone["model"], features_only=True, out_indices=tuple(backbone["out_indices"]), **kw)
     return m.feature_info.channels()
@@ -68,6 +69,21 @@ def test_there_are_dense_configs():
     assert len(CONFIGS) >= 10
 
 
+def test_backbones_load_published_weights_by_model_name():
+    """A backbone with published ImageNet weights loads them by its name (pretrained=True: downloaded and
+    cached by vzoo.hub, or timm's own); the others name what makes their file, never a checkpoints/ path."""
+    from vzoo.checkpoint_index import load_index
+    index = load_index()
+    for path in CONFIGS:
+        bb = Config.fromfile(str(path)).model.backbone
+        entry = index.get(bb.model, {})
+        published = bool(entry.get("source")) and entry.get("downloadable", True)
+        if published:
+            assert bb.get("pretrained") is True and not bb.get("init_cfg"), f"{path.name}: expected pretrained=True"
+        else:
+            assert not bb.get("pretrained") and "checkpoints/" not in str(bb.get("init_cfg")), path.name
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_config_trains_and_predicts(path):
     cfg = Config.fromfile(str(path))
@@ -83,6 +99,7 @@ def test_config_trains_and_predicts(path):
     # shrink to the smallest variant of the family, no pretrained file
     bb.model = smallest_variant(bb.model)
     bb.init_cfg = None
+    bb.pop("pretrained", None)
     channels = _channels(bb)
     for d, key, expect in declared:
         d[key] = expect(channels)

@@ -149,3 +149,37 @@ def test_bad_arguments_are_named():
         VZooBackbone("poolformer_s12", frozen_stages=7)
     with pytest.raises(ValueError, match="init_cfg type"):
         VZooBackbone("poolformer_s12", init_cfg=dict(type="Kaiming"))
+
+
+def test_pretrained_by_model_name_or_url_uses_the_hub_cache(tmp_path, monkeypatch):
+    """pretrained=True, init_cfg checkpoint=MODEL_NAME and checkpoint=URL fetch what timm.create_model(...,
+    pretrained=True) fetches: here a converted file put by hand where vzoo.hub caches it (VZOO_OFFLINE is set
+    for the tests, so nothing is downloaded), which init_weights loads into the features."""
+    from vzoo.checkpoint_index import load_index
+    from vzoo.hub import OfflineError, cached_path
+    monkeypatch.setenv("VZOO_CACHE", str(tmp_path))
+    torch.manual_seed(0)
+    full = timm.create_model("van_b0").eval()
+    url = "https://example.invalid/van_b0.pth"
+    for source in (load_index()["van_b0"]["source"], url):
+        dst = cached_path("van_b0", source)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        save_file(full.state_dict(), str(dst))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        expected = full.forward_intermediates(x, indices=(1, 3), intermediates_only=True)
+    for kwargs in (dict(pretrained=True), dict(init_cfg=dict(type="Pretrained", checkpoint="van_b0")),
+                   dict(init_cfg=dict(type="Pretrained", checkpoint=url))):
+        torch.manual_seed(1)
+        bb = VZooBackbone("van_b0", out_indices=(1, 3), **kwargs)
+        bb.init_weights()
+        with torch.no_grad():
+            for got, want in zip(bb.eval()(x), expected):
+                torch.testing.assert_close(got, want, rtol=0, atol=0)
+    with pytest.raises(OfflineError, match="example.invalid/other.pth"):
+        VZooBackbone("van_b0", init_cfg=dict(type="Pretrained", checkpoint="https://example.invalid/other.pth")
+                     ).init_weights()
+    with pytest.raises(ValueError, match="names another model"):
+        VZooBackbone("van_b0", init_cfg=dict(type="Pretrained", checkpoint="van_b1")).init_weights()
+    with pytest.raises(ValueError, match="not both"):
+        VZooBackbone("van_b0", pretrained=True, init_cfg=dict(type="Pretrained", checkpoint="van_b0"))

@@ -6,11 +6,15 @@ official weights are published and how vzoo converts them::
 
     {"source": URL, "format": "torch" | "safetensors" | "basicsr" | "tf",
      "sha256": hex or null, "filter_fn": "module.path:function" or "module.path.function",
-     "notes": str (optional)}
+     "notes": str (optional),
+     "file": str (optional: the file's name when ``source`` is a Google Drive folder),
+     "downloadable": bool (optional, default true: false when ``source`` is a page, not a file)}
 
-Large weights are never committed; ``tools/convert.py`` turns a downloaded official file into
-vzoo's own format. It refuses a file whose sha256 differs from the one the index pins; where the
-entry's ``sha256`` is null (not pinned yet), it says so and prints the file's sha256 to record.
+Large weights are never committed: ``pretrained=True`` downloads ``source`` and converts it into a
+cache (:mod:`vzoo.hub`), and ``tools/convert.py`` turns a downloaded official file into vzoo's own
+format. Both refuse a file whose sha256 differs from the one the index pins; where the entry's
+``sha256`` is null (not pinned yet), convert says so and prints the file's sha256, and
+``tools/convert.py --record`` writes it here (:func:`record_sha256`).
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ import hashlib
 import importlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Callable, Dict, Optional
 
@@ -25,7 +30,7 @@ INDEX_DIR = Path(__file__).resolve().parent / "data" / "checkpoint_index"
 FORMATS = ("torch", "safetensors", "basicsr", "tf")
 REQUIRED = ("source", "format", "sha256", "filter_fn")
 
-__all__ = ["INDEX_DIR", "FORMATS", "load_index", "resolve_filter_fn", "sha256_file"]
+__all__ = ["INDEX_DIR", "FORMATS", "load_index", "record_sha256", "resolve_filter_fn", "sha256_file"]
 
 
 def _validate(path: Path, name: str, entry: dict) -> None:
@@ -37,6 +42,10 @@ def _validate(path: Path, name: str, entry: dict) -> None:
     sha = entry["sha256"]
     if sha is not None and (len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha)):
         raise ValueError(f"{path}: entry {name!r} has sha256={sha!r}; expected 64 lowercase hex digits or null")
+    if not isinstance(entry.get("downloadable", True), bool):
+        raise ValueError(f"{path}: entry {name!r} has downloadable={entry['downloadable']!r}; allowed: true, false")
+    if "file" in entry and not (isinstance(entry["file"], str) and entry["file"]):
+        raise ValueError(f"{path}: entry {name!r} has file={entry['file']!r}; expected a file name")
 
 
 def load_index(index_dir: Optional[os.PathLike] = None) -> Dict[str, dict]:
@@ -69,3 +78,26 @@ def sha256_file(path: os.PathLike, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: f.read(chunk), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def record_sha256(name: str, digest: str, index_dir: Optional[os.PathLike] = None) -> Path:
+    """Write ``digest`` as the ``sha256`` of entry ``name`` in its index file, changing only that value
+    (the files are laid out by hand; a rewrite by ``json.dump`` would reformat all of them)."""
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise ValueError(f"digest={digest!r}: expected 64 lowercase hex digits")
+    entry = load_index(index_dir).get(name)
+    if entry is None:
+        raise KeyError(f"{name!r} is not in the checkpoint index ({index_dir or INDEX_DIR})")
+    path = Path(entry["index_file"])
+    text = path.read_text()
+    start = text.index(json.dumps(name) + ":")
+    sha = re.compile(r'"sha256"\s*:\s*(null|"[0-9a-f]{64}")').search(text, start)
+    new = text[:sha.start(1)] + json.dumps(digest) + text[sha.end(1):]
+    data = json.loads(new)
+    expected = json.loads(text)
+    expected["models"][name]["sha256"] = digest
+    if data != expected:  # the value found was not this entry's: refuse rather than damage the index
+        raise ValueError(f"{path}: could not locate the sha256 of {name!r} unambiguously")
+    from vzoo.utils import atomic_write_text
+    atomic_write_text(path, new)
+    return path

@@ -7,7 +7,7 @@ _base_ = ['./_base_/mask-rcnn_vzoo_fpn_1x_coco.py']
 model = dict(
     backbone=dict(model='biformer_base', norm_eval=True,
                   n_win=16, auto_pad=True, feature_norms=True, drop_path_rate=0.3,
-                  init_cfg=dict(type='Pretrained', checkpoint='checkpoints/biformer_base.pth')),
+                  pretrained=True),
     neck=dict(in_channels=[96, 192, 384, 768]))
 optim_wrapper = dict(
     _delete_=True, type='OptimWrapper',

@@ -7,7 +7,7 @@ _base_ = ['./_base_/mask-rcnn_vzoo_fpn_1x_coco.py']
 model = dict(
     backbone=dict(model='biformer_small', norm_eval=True,
                   n_win=16, auto_pad=True, feature_norms=True, drop_path_rate=0.2,
-                  init_cfg=dict(type='Pretrained', checkpoint='checkpoints/biformer_small.pth')),
+                  pretrained=True),
     neck=dict(in_channels=[64, 128, 256, 512]))
 optim_wrapper = dict(
     _delete_=True, type='OptimWrapper',

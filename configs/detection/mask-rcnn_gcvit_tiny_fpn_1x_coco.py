@@ -3,6 +3,6 @@
 _base_ = ['./_base_/mask-rcnn_vzoo_fpn_1x_coco.py', './_base_/adamw_1x.py']
 model = dict(
     backbone=dict(model='gcvit_tiny', drop_path_rate=0.2,
-                  init_cfg=dict(type='Pretrained', checkpoint='checkpoints/gcvit_tiny.safetensors')),
+                  pretrained=True),
     neck=dict(in_channels=[64, 128, 256, 512]))
 optim_wrapper = {{_base_.adamw_1x_optim_wrapper}}

@@ -8,7 +8,7 @@
 _base_ = ['./_base_/mask-rcnn_vzoo_fpn_1x_coco.py', './_base_/adamw_1x.py']
 model = dict(
     backbone=dict(model='moat_0', window_size=(14, 7), pool_size=3, drop_path_rate=0.2,
-                  init_cfg=dict(type='Pretrained', checkpoint='checkpoints/moat_0.safetensors')),
+                  pretrained=True),
     neck=dict(in_channels=[96, 192, 384, 768]))
 optim_wrapper = {{_base_.adamw_1x_optim_wrapper}}
 sync_bn = 'torch'

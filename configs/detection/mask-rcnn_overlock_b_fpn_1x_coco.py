@@ -3,5 +3,5 @@
 _base_ = ['./mask-rcnn_overlock_t_fpn_1x_coco.py']
 model = dict(
     backbone=dict(model='overlock_b', drop_path_rate=0.6,
-                  init_cfg=dict(type='Pretrained', checkpoint='checkpoints/overlock_b_in1k_224.pth')),
+                  pretrained=True),
     neck=dict(in_channels=[80, 160, 528, 720]))

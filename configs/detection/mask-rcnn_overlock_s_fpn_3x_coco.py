@@ -3,5 +3,5 @@
 _base_ = ['./mask-rcnn_overlock_t_fpn_3x_coco.py']
 model = dict(
     backbone=dict(model='overlock_s', drop_path_rate=0.4,
-                  init_cfg=dict(type='Pretrained', checkpoint='checkpoints/overlock_s_in1k_224.pth')),
+                  pretrained=True),
     neck=dict(in_channels=[64, 128, 448, 640]))

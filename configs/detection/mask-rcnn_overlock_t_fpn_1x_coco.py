@@ -6,7 +6,7 @@
 _base_ = ['./_base_/mask-rcnn_vzoo_fpn_1x_coco.py']
 model = dict(
     backbone=dict(model='overlock_t', drop_path_rate=0.2,
-                  init_cfg=dict(type='Pretrained', checkpoint='checkpoints/overlock_t_in1k_224.pth')),
+                  pretrained=True),
     neck=dict(in_channels=[64, 128, 384, 640]))
 optim_wrapper = dict(
     _delete_=True, type='OptimWrapper',

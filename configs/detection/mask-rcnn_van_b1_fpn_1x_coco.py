@@ -4,7 +4,7 @@
 _base_ = ['./_base_/mask-rcnn_vzoo_fpn_1x_coco.py']
 model = dict(
     backbone=dict(model='van_b1', drop_path_rate=0.1,
-                  init_cfg=dict(type='Pretrained', checkpoint='checkpoints/van_b1.safetensors')),
+                  pretrained=True),
     neck=dict(in_channels=[64, 128, 320, 512]))
 optim_wrapper = dict(
     _delete_=True, type='OptimWrapper',

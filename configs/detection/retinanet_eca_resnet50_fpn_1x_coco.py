@@ -9,7 +9,7 @@
 _base_ = ['./_base_/retinanet_vzoo_fpn_1x_coco.py']
 model = dict(
     backbone=dict(model='eca_resnet50', out_indices=(1, 2, 3, 4), frozen_stages=1, norm_eval=True,
-                  init_cfg=dict(type='Pretrained', checkpoint='checkpoints/eca_resnet50.pth.tar')),
+                  pretrained=True),
     neck=dict(in_channels=[256, 512, 1024, 2048], start_level=1))
 optim_wrapper = dict(optimizer=dict(type='SGD', lr=0.01, momentum=0.9, weight_decay=1e-4))
 train_dataloader = dict(batch_size=2)  # x 4 GPUs = the paper's batch of 8

@@ -4,5 +4,5 @@
 _base_ = ['./_base_/retinanet_vzoo_fpn_1x_coco.py']
 model = dict(
     backbone=dict(model='ecaresnet50d', out_indices=(1, 2, 3, 4), frozen_stages=1, norm_eval=True,
-                  init_cfg=dict(type='Pretrained', checkpoint='checkpoints/ecaresnet50d.safetensors')),
+                  pretrained=True),
     neck=dict(in_channels=[256, 512, 1024, 2048], start_level=1))

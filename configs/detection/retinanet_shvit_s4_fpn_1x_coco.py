@@ -4,7 +4,7 @@
 _base_ = ['./_base_/retinanet_vzoo_fpn_1x_coco.py', './_base_/adamw_1x.py']
 model = dict(
     backbone=dict(model='shvit_s4', out_indices=(0, 1, 2),
-                  init_cfg=dict(type='Pretrained', checkpoint='checkpoints/shvit_s4.safetensors')),
+                  pretrained=True),
     neck=dict(in_channels=[224, 336, 448], start_level=0),
     bbox_head=dict(anchor_generator=dict(strides=[16, 32, 64, 128, 256])))
 optim_wrapper = {{_base_.adamw_1x_optim_wrapper}}

@@ -6,7 +6,7 @@
 _base_ = ['./_base_/fpn_vzoo_512x512_ade20k.py']
 model = dict(
     backbone=dict(model='biformer_small', n_win=8, auto_pad=True, feature_norms=True, drop_path_rate=0.15,
-                  init_cfg=dict(type='Pretrained', checkpoint='checkpoints/biformer_small.pth')),
+                  pretrained=True),
     neck=dict(in_channels=[64, 128, 256, 512]))
 optim_wrapper = dict(_delete_=True, type='OptimWrapper', optimizer=dict(type='AdamW', lr=2e-4, weight_decay=1e-4),
                      clip_grad=None)

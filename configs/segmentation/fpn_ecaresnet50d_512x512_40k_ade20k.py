@@ -3,5 +3,5 @@
 _base_ = ['./_base_/fpn_vzoo_512x512_ade20k.py']
 model = dict(
     backbone=dict(model='ecaresnet50d', out_indices=(1, 2, 3, 4), norm_eval=True,
-                  init_cfg=dict(type='Pretrained', checkpoint='checkpoints/ecaresnet50d.safetensors')),
+                  pretrained=True),
     neck=dict(in_channels=[256, 512, 1024, 2048]))

@@ -6,7 +6,10 @@
 _base_ = ['./_base_/fpn_vzoo_512x512_ade20k.py']
 model = dict(
     backbone=dict(model='favit_b1', drop_path_rate=0.1,
-                  init_cfg=dict(type='Pretrained', checkpoint='checkpoints/favit_b1.safetensors')),
+                  # FaViT's weights are not published: the ImageNet model trained with configs/classification/
+                  # favit_b1_8xb128-deit-300e_in1k.py (tools/train.py), the classifier inside vzoo's wrapper
+                  init_cfg=dict(type='Pretrained', prefix='model.',
+                                checkpoint='work_dirs/favit_b1_8xb128-deit-300e_in1k/epoch_300.pth')),
     neck=dict(in_channels=[64, 128, 256, 512]))
 optim_wrapper = dict(
     _delete_=True, type='OptimWrapper',

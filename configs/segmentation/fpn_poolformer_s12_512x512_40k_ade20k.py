@@ -3,5 +3,5 @@
 _base_ = ['./_base_/fpn_vzoo_512x512_ade20k.py']
 model = dict(
     backbone=dict(model='poolformer_s12',
-                  init_cfg=dict(type='Pretrained', checkpoint='checkpoints/poolformer_s12.safetensors')),
+                  pretrained=True),
     neck=dict(in_channels=[64, 128, 320, 512]))

@@ -4,5 +4,5 @@
 _base_ = ['./_base_/fpn_vzoo_512x512_ade20k.py']
 model = dict(
     backbone=dict(model='van_b1', drop_path_rate=0.2,
-                  init_cfg=dict(type='Pretrained', checkpoint='checkpoints/van_b1.safetensors')),
+                  pretrained=True),
     neck=dict(in_channels=[64, 128, 320, 512]))

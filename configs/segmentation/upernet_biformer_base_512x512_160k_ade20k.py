@@ -6,7 +6,7 @@
 _base_ = ['./_base_/upernet_vzoo_512x512_160k_ade20k.py']
 model = dict(
     backbone=dict(model='biformer_base', n_win=8, auto_pad=True, feature_norms=True, drop_path_rate=0.4,
-                  init_cfg=dict(type='Pretrained', checkpoint='checkpoints/biformer_base.pth')),
+                  pretrained=True),
     decode_head=dict(in_channels=[96, 192, 384, 768]),
     auxiliary_head=dict(in_channels=384))
 sync_bn = 'torch'  # the release converts the backbone's BatchNorm to SyncBatchNorm (used when distributed)

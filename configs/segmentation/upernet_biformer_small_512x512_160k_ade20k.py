@@ -6,7 +6,7 @@
 _base_ = ['./_base_/upernet_vzoo_512x512_160k_ade20k.py']
 model = dict(
     backbone=dict(model='biformer_small', n_win=8, auto_pad=True, feature_norms=True, drop_path_rate=0.3,
-                  init_cfg=dict(type='Pretrained', checkpoint='checkpoints/biformer_small.pth')),
+                  pretrained=True),
     decode_head=dict(in_channels=[64, 128, 256, 512]),
     auxiliary_head=dict(in_channels=256))
 sync_bn = 'torch'  # the release converts the backbone's BatchNorm to SyncBatchNorm (used when distributed)

@@ -3,6 +3,6 @@
 _base_ = ['./_base_/upernet_vzoo_512x512_160k_ade20k.py']
 model = dict(
     backbone=dict(model='gcvit_tiny', drop_path_rate=0.2,
-                  init_cfg=dict(type='Pretrained', checkpoint='checkpoints/gcvit_tiny.safetensors')),
+                  pretrained=True),
     decode_head=dict(in_channels=[64, 128, 256, 512]),
     auxiliary_head=dict(in_channels=256))

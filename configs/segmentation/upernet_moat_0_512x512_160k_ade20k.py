@@ -9,7 +9,7 @@
 _base_ = ['./_base_/upernet_vzoo_512x512_160k_ade20k.py']
 model = dict(
     backbone=dict(model='moat_0', window_size=(16, 8), pool_size=3, drop_path_rate=0.2,
-                  init_cfg=dict(type='Pretrained', checkpoint='checkpoints/moat_0.safetensors')),
+                  pretrained=True),
     decode_head=dict(in_channels=[96, 192, 384, 768]),
     auxiliary_head=dict(in_channels=384))
 sync_bn = 'torch'

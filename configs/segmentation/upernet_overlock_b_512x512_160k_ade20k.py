@@ -3,6 +3,6 @@
 _base_ = ['./upernet_overlock_t_512x512_160k_ade20k.py']
 model = dict(
     backbone=dict(model='overlock_b', drop_path_rate=0.5,
-                  init_cfg=dict(type='Pretrained', checkpoint='checkpoints/overlock_b_in1k_224.pth')),
+                  pretrained=True),
     decode_head=dict(in_channels=[80, 160, 528, 720]),
     auxiliary_head=dict(in_channels=528))

@@ -3,6 +3,6 @@
 _base_ = ['./upernet_overlock_t_512x512_160k_ade20k.py']
 model = dict(
     backbone=dict(model='overlock_s', drop_path_rate=0.3,
-                  init_cfg=dict(type='Pretrained', checkpoint='checkpoints/overlock_s_in1k_224.pth')),
+                  pretrained=True),
     decode_head=dict(in_channels=[64, 128, 448, 640]),
     auxiliary_head=dict(in_channels=448))

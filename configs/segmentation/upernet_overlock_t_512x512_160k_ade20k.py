@@ -5,6 +5,6 @@
 _base_ = ['./_base_/upernet_vzoo_512x512_160k_ade20k.py']
 model = dict(
     backbone=dict(model='overlock_t', drop_path_rate=0.2,
-                  init_cfg=dict(type='Pretrained', checkpoint='checkpoints/overlock_t_in1k_224.pth')),
+                  pretrained=True),
     decode_head=dict(in_channels=[64, 128, 384, 640]),
     auxiliary_head=dict(in_channels=384))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import os
 from typing import Optional, Sequence, Tuple
 
 import timm
@@ -30,12 +31,17 @@ class VZooBackbone(BaseModule):
         out_indices: which feature levels to return (indices into the model's ``feature_info``).
         frozen_stages: freeze the stem and the stages up to this index (-1: nothing frozen).
         norm_eval: keep BatchNorm layers in eval mode while training.
-        init_cfg: ``dict(type='Pretrained', checkpoint=PATH[, prefix='backbone.'])`` loads a
-            classification checkpoint the way ``timm.create_model(model, pretrained=True,
-            pretrained_cfg_overlay=dict(file=PATH))`` does (the family's ``checkpoint_filter_fn``
-            maps official keys; a file that misses backbone weights is an error). ``prefix`` picks
-            the backbone out of a detector/segmentor checkpoint: a classifier's keys (loaded as above)
-            or a VZooBackbone's own feature-model keys (all of them must be there).
+        pretrained: load the official ImageNet weights of ``model`` as ``timm.create_model(model,
+            pretrained=True)`` does (vzoo's families: downloaded, verified, converted and cached by
+            :mod:`vzoo.hub`; timm's own: timm's Hugging Face loading), when :meth:`init_weights` runs.
+        init_cfg: ``dict(type='Pretrained', checkpoint=...)`` where ``checkpoint`` is a model name (the
+            same as ``pretrained=True``; timm's ``name.tag`` too), a URL (fetched as the index's would
+            be: ``pretrained_cfg_overlay=dict(url=URL)``) or a file, loaded the way
+            ``timm.create_model(model, pretrained=True, pretrained_cfg_overlay=dict(file=PATH))`` does
+            (the family's ``checkpoint_filter_fn`` maps official keys; a file that misses backbone
+            weights is an error). ``prefix='backbone.'`` picks the backbone out of a detector/segmentor
+            checkpoint file: a classifier's keys (loaded as above) or a VZooBackbone's own
+            feature-model keys (all of them must be there).
         pad_to: inputs are zero-padded (bottom/right) to a multiple of this and every output is
             cropped back to ``ceil(size / stride)``; ``None`` uses the model's largest reduction.
         **model_kwargs: passed to ``timm.create_model`` (e.g. ``drop_path_rate``).
@@ -49,6 +55,7 @@ class VZooBackbone(BaseModule):
             norm_eval: bool = False,
             init_cfg: Optional[dict] = None,
             pad_to: Optional[int] = None,
+            pretrained: bool = False,
             **model_kwargs,
     ):
         super().__init__(init_cfg=None)  # loading is ours, see init_weights
@@ -60,7 +67,11 @@ class VZooBackbone(BaseModule):
                              f"got {init_cfg.get('type')!r}")
         self.model_name = model
         self.model_kwargs = dict(model_kwargs)
-        self.pretrained_cfg = dict(init_cfg) if init_cfg else None
+        if pretrained and init_cfg:
+            raise ValueError("VZooBackbone: pass pretrained=True or init_cfg, not both "
+                             "(init_cfg=dict(type='Pretrained', checkpoint=MODEL_NAME) is pretrained=True)")
+        self.pretrained_cfg = dict(init_cfg) if init_cfg else (dict(type="Pretrained", checkpoint=model)
+                                                               if pretrained else None)
         self.out_indices = tuple(out_indices)
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
@@ -106,11 +117,19 @@ class VZooBackbone(BaseModule):
                 print_log(f"VZooBackbone: loaded {self.model_name} from {ckpt} (prefix {prefix!r})", logger="current")
                 self._is_init = True
                 return
+        elif "://" in ckpt:
+            overlay = dict(url=ckpt)
+        elif not os.path.exists(ckpt) and timm.is_model(ckpt):
+            overlay = None  # a model name: its published weights (timm's name.tag picks one of timm's)
+            if ckpt.split(".")[0] != self.model_name:
+                raise ValueError(f"VZooBackbone: init_cfg checkpoint={ckpt!r} names another model than "
+                                 f"model={self.model_name!r}; allowed: {self.model_name!r}[.tag], a URL or a file")
         else:
             overlay = dict(file=ckpt)
         # Loaded exactly as timm.create_model(name, pretrained=True) loads it: family filter fn and a
         # strict key check (timm loads features_only models non-strictly, so that goes second).
-        full = timm.create_model(self.model_name, pretrained=True, pretrained_cfg_overlay=overlay, **self.model_kwargs)
+        name = ckpt if overlay is None else self.model_name
+        full = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, **self.model_kwargs)
         loaded = timm.create_model(self.model_name, features_only=True, out_indices=self.out_indices, pretrained=True,
                                    pretrained_cfg_overlay=dict(state_dict=full.state_dict()), **self.model_kwargs)
         self.body.load_state_dict(loaded.state_dict())

@@ -3,8 +3,9 @@ call into timm's ``build_model_with_cfg``, and the defaults of the families' pre
 
 Loading never executes pickled code: ``.safetensors`` files are read as such and everything else
 with ``torch.load(weights_only=True)``. A pretrained file is named with timm's own mechanism,
-``timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=PATH))``; vzoo never
-downloads anything.
+``timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=PATH))``; without a file,
+``pretrained=True`` fetches the official release through :func:`vzoo.hub.fetch_pretrained` (the
+index's URL, or the overlay's ``url`` / ``hf_hub_id``), which downloads, verifies, converts and caches it.
 """
 from __future__ import annotations
 
@@ -84,6 +85,8 @@ def load_checkpoint_file(path: str | os.PathLike, map_location: str | torch.devi
     corrupt, truncated, needs arbitrary code to unpickle, or holds no state dict.
     """
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise CheckpointError(f"checkpoint file {path!r} is a directory, not a weights file")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint file {path!r} does not exist")
     if path.endswith(".safetensors"):
@@ -163,13 +166,15 @@ def build_vzoo_model(
         variant: str,
         pretrained: bool = False,
         checkpoint_filter_fn: Optional[Callable[[Dict[str, torch.Tensor], nn.Module], Dict[str, torch.Tensor]]] = None,
-        feature_cfg: Optional[Dict[str, Any]] = None,
+        default_feature_cfg: Optional[Dict[str, Any]] = None,
         **kwargs,
 ) -> nn.Module:
     """timm's ``build_model_with_cfg`` with vzoo's loading rules.
 
-    - ``pretrained=True`` needs a local file (``pretrained_cfg_overlay=dict(file=PATH)``) or a
-      state dict; the file is read by :func:`load_checkpoint_file` (no pickled code).
+    - ``pretrained=True`` reads a local file (``pretrained_cfg_overlay=dict(file=PATH)``) or takes a
+      state dict; without either, the converted file cached by :func:`vzoo.hub.fetch_pretrained`
+      (downloaded first where needed) is read. Files are read by :func:`load_checkpoint_file` (no
+      pickled code).
     - the family's ``checkpoint_filter_fn`` maps official key names onto vzoo's, then every key is
       checked, so a wrong or damaged checkpoint fails with the keys named instead of loading partly.
     - ``features_only`` goes through the model's ``forward_intermediates`` (timm's getter);
@@ -179,15 +184,15 @@ def build_vzoo_model(
 
     overlay = dict(kwargs.pop("pretrained_cfg_overlay", None) or {})
     if pretrained:
-        file = overlay.get("file")
+        file = overlay.pop("file", None)
+        if not file and overlay.get("state_dict") is None:
+            # timm would fetch a url / hf_hub_id itself, but as a timm-format file: official releases
+            # need the family's reader and filter first, so vzoo fetches and converts them (vzoo.hub)
+            from vzoo.hub import fetch_pretrained
+            file = os.fspath(fetch_pretrained(variant, url=overlay.get("url"), hf_hub_id=overlay.get("hf_hub_id"),
+                                              hf_hub_filename=overlay.get("hf_hub_filename"), model_kwargs=kwargs))
         if file:
-            overlay.pop("file")
             overlay["state_dict"] = load_checkpoint_file(file)
-        elif overlay.get("state_dict") is None:
-            raise CheckpointError(
-                f"{variant}: pretrained=True needs a local weights file, since vzoo never downloads: "
-                f"timm.create_model({variant!r}, pretrained=True, pretrained_cfg_overlay=dict(file=PATH)); "
-                f"see vzoo/data/checkpoint_index/ for where the official weights are published")
         source = file or "state dict"
 
         def filter_fn(state_dict, model):
@@ -199,7 +204,8 @@ def build_vzoo_model(
     else:
         filter_fn = checkpoint_filter_fn
 
-    feature_cfg = dict(feature_cls="getter", **(feature_cfg or {}))
+    # the family's ``default_feature_cfg``, then the user's ``feature_cfg=`` (timm's way to pass them) on top
+    feature_cfg = {"feature_cls": "getter", **(default_feature_cfg or {}), **(kwargs.pop("feature_cfg", None) or {})}
     if "out_indices" in kwargs:
         feature_cfg["out_indices"] = kwargs.pop("out_indices")
     return build_model_with_cfg(
