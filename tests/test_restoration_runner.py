@@ -77,12 +77,16 @@ def test_train_one_iter_then_test_with_images(tmp_path, arch_kwargs):
     metrics = runner.test()
     assert {"sr/PSNR", "sr/SSIM", "sr/PSNR_bicubic", "sr/SSIM_bicubic"} <= set(metrics)
     assert all(np.isfinite(v) for v in metrics.values())
-    outs = sorted(glob.glob(str(show / "demo_val" / "*.png")))
-    assert [os.path.basename(p) for p in outs] == ["img0.png", "img0_compare.png", "img1.png", "img1_compare.png"]
-    sr = np.asarray(Image.open(outs[0]))
+    outs = sorted(glob.glob(str(show / "demo_val" / "*.png")))  # the --show-dir layout of every task
+    assert [os.path.basename(p) for p in outs] == ["00000_img0.png", "00000_img0_output.png", "00001_img1.png",
+                                                   "00001_img1_output.png", "gallery.png"]
+    sr = np.asarray(Image.open(outs[1]))
     assert sr.shape == (36, 30, 3)
-    cmp_ = np.asarray(Image.open(outs[1]))
-    assert cmp_.shape[0] == 36 and cmp_.shape[1] == 3 * 30 + 2 * 4
+    cmp_ = np.asarray(Image.open(outs[0]))  # LR (nearest) | bicubic | output | HR
+    assert cmp_.shape[0] == 36 and cmp_.shape[1] == 4 * 30 + 3 * 4
+    assert np.array_equal(cmp_[20:, 2 * 34:2 * 34 + 30], sr[20:]), "the output panel is the output (below its label)"
+    gallery = np.asarray(Image.open(outs[-1]))
+    assert gallery.shape[0] > 2 * 36 and gallery.std() > 5.0
 
 
 def test_multi_benchmark_test_loop(tmp_path):
