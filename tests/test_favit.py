@@ -14,7 +14,7 @@ from torch import nn
 import vzoo  # noqa: F401
 from vzoo.models import CheckpointError
 from vzoo.models._pyramid import pyramid_to_pvt_keys
-from vzoo.models.favit import OFFICIAL_BLOCK_RENAMES, FactorizationAttention, _mirror_pad, _pooled_window, fasa_split
+from vzoo.models.favit import OFFICIAL_BLOCK_RENAMES, FactorizationAttention, _mirror_pad, pooled_window, fasa_split
 from zoo import check_features_any_size
 
 # parameter counts of the official classification models (q2479036243/FaViT classification/favit.py,
@@ -70,7 +70,7 @@ def test_pooled_window_is_unfold_then_adaptive_pool(hw, window, dilation, heads)
     c, L = C // heads, u.shape[-1]
     u = u.reshape(B, heads, c, window * window, L).permute(0, 1, 3, 4, 2).reshape(B, heads, window * window, L * c)
     ref = nn.AdaptiveAvgPool2d((None, c))(u)
-    torch.testing.assert_close(_pooled_window(x, window, dilation, heads), ref)
+    torch.testing.assert_close(pooled_window(x, window, dilation, heads), ref)
 
 
 # ------------------------------------------------------------------------- official checkpoints

@@ -92,9 +92,9 @@ def _broadcast_axes(tables, n):
 def _nd_plan(shape, kernel, stride, causal, tile, with_rpb: bool, device: str):
     n = len(shape)
     plans = [_axis_plan(shape[i], kernel[i], stride[i], causal[i], tile[i]) for i in range(n)]
-    n_tiles = math.prod(p["nt"] for p in plans)
-    tq = math.prod(p["tile"] for p in plans)
-    tk = math.prod(p["region"] for p in plans)
+    n_tiles = math.prod([p["nt"] for p in plans])  # lists, not generators: torch.compile traces this
+    tq = math.prod([p["tile"] for p in plans])
+    tk = math.prod([p["region"] for p in plans])
     dev = torch.device(device)
     mask = None
     if not all(p["full"] for p in plans):
@@ -105,7 +105,7 @@ def _nd_plan(shape, kernel, stride, causal, tile, with_rpb: bool, device: str):
         mask = m.reshape(n_tiles, tq, tk).to(dev)
     rpb_idx = None
     if with_rpb:
-        strides = [math.prod(2 * k - 1 for k in kernel[i + 1:]) for i in range(n)]
+        strides = [math.prod([2 * k - 1 for k in kernel[i + 1:]]) for i in range(n)]
         parts = _broadcast_axes([p["offset"] * st for p, st in zip(plans, strides)], n)
         idx = parts[0]
         for x in parts[1:]:

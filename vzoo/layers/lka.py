@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
 __all__ = ["LargeKernelAttention", "lka_kernel_sizes"]
 
@@ -55,6 +56,8 @@ class LargeKernelAttention(nn.Module):
         self.pw = nn.Conv2d(dim, dim, 1, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4:
-            raise ValueError(f"LargeKernelAttention: x must be NCHW (4-D), got shape {tuple(x.shape)}")
+        if not torch.jit.is_scripting():
+            if not is_fx_symbolic_tracing():  # an eager check: TorchScript and fx see only the compute
+                if x.ndim != 4:
+                    raise ValueError(f"LargeKernelAttention: x must be NCHW (4-D), got shape {tuple(x.shape)}")
         return x * self.pw(self.dw_dilated(self.dw(x)))

@@ -76,9 +76,11 @@ def _causal_arg(op_name, value, n):
     return value
 
 
+_SPATIAL = {1: "L", 2: "H, W", 3: "D, H, W"}
+
+
 def _check_tensor(op_name, name, t, n, what="(B, " + "{sp}" + ", heads, head_dim)"):
-    spatial = {1: "L", 2: "H, W", 3: "D, H, W"}[n]
-    layout = what.format(sp=spatial)
+    layout = what.format(sp=_SPATIAL[n])
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{op_name}: {name} must be a torch.Tensor of layout {layout}, got {type(t).__name__}")
     if t.dim() != n + 3:
@@ -109,6 +111,22 @@ def _check_geometry(op_name, shape, kernel, stride, dilation):
                              f"than the input size {L}; use a smaller kernel_size or dilation")
         if s > k:
             raise ValueError(f"{op_name}: stride {s} along axis {i} must be <= kernel_size {k}")
+
+
+def _check_fits(op_name, ref, kernel, stride, dilation, n):
+    """:func:`_check_geometry` on the map of ``ref``. A kernel that does not fit but would fit a heads-first
+    tensor (channels-first ``(B, heads, *spatial, head_dim)``, natten < 0.20's layout) is a layout error."""
+    try:
+        _check_geometry(op_name, tuple(ref.shape[1:1 + n]), kernel, stride, dilation)
+    except ValueError as e:
+        layout = f"(B, {_SPATIAL[n]}, heads, head_dim)"
+        heads_first = tuple(ref.shape[2:2 + n])
+        if all(k * d <= L for k, d, L in zip(kernel, dilation, heads_first)):
+            raise ValueError(
+                f"{op_name}: layout error: tensors must be {layout} (heads and head_dim last); shape "
+                f"{tuple(ref.shape)} looks heads-first / channels-first (B, heads, {_SPATIAL[n]}, head_dim), "
+                f"natten < 0.20's layout: pass x.movedim(1, -2)") from None
+        raise ValueError(f"{e}. (Tensors are {layout}; heads-first ones need x.movedim(1, -2).)") from None
 
 
 def _check_rpb(op_name, rpb, heads, kernel, ref):
@@ -155,7 +173,7 @@ def _na(*, op_name, spatial_dims, query, key, value, kernel_size, stride, dilati
     stride = _tuple_arg(op_name, "stride", stride, n)
     dilation = _tuple_arg(op_name, "dilation", dilation, n)
     causal = _causal_arg(op_name, is_causal, n)
-    _check_geometry(op_name, tuple(query.shape[1:1 + n]), kernel, stride, dilation)
+    _check_fits(op_name, query, kernel, stride, dilation, n)
     num_heads, head_dim = query.shape[-2], query.shape[-1]
     _check_rpb(op_name, rpb, num_heads, kernel, query)
     if scale is None:
@@ -228,11 +246,7 @@ def _split_geometry(op_name, ref, kernel_size, dilation, n):
     not fit says how a heads-first tensor (natten < 0.20's layout) would have to be permuted."""
     kernel = _tuple_arg(op_name, "kernel_size", kernel_size, n)
     dilation = _tuple_arg(op_name, "dilation", dilation, n)
-    try:
-        _check_geometry(op_name, tuple(ref.shape[1:1 + n]), kernel, (1,) * n, dilation)
-    except ValueError as e:
-        raise ValueError(f"{e}. (Tensors are heads-last, (B, {'H, W' if n == 2 else '*spatial'}, heads, ...); "
-                         f"heads-first ones, natten < 0.20's layout, need x.movedim(1, -2).)") from None
+    _check_fits(op_name, ref, kernel, (1,) * n, dilation, n)
     return kernel, dilation
 
 

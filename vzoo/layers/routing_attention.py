@@ -33,13 +33,13 @@ semantics): the ``qkv`` projection, optional zero padding to a multiple of ``n_w
 padded tokens take part, as in the release), routing, attention, local context enhancement (a
 depthwise ``side_dwconv`` conv of the values, added to the output) and the output projection.
 """
-from __future__ import annotations
-
+# no `from __future__ import annotations`: TorchScript reads the real annotations of the @torch.jit.ignore'd methods
 from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from timm.layers import register_notrace_module
 
 from vzoo.kernels.bra import bra_triton
 
@@ -231,6 +231,7 @@ def bi_level_routing_attention(query: torch.Tensor, key: torch.Tensor, value: to
 # ---------------------------------------------------------------------------------------------------
 # the module
 # ---------------------------------------------------------------------------------------------------
+@register_notrace_module
 class BiLevelRoutingAttention(nn.Module):
     """BiFormer's attention layer on NHWC input ``(B, H, W, dim)``.
 
@@ -293,27 +294,50 @@ class BiLevelRoutingAttention(nn.Module):
                 f"topk={self.topk}, auto_pad={self.auto_pad}")
 
     def forward(self, x: torch.Tensor, backend: Optional[str] = None) -> torch.Tensor:
-        if x.dim() != 4 or x.shape[-1] != self.dim:
-            raise ValueError(f"BiLevelRoutingAttention: x must be NHWC (B, H, W, {self.dim}), got {tuple(x.shape)}")
-        B, H_in, W_in, _ = x.shape
-        n = self.n_win
-        pad_b, pad_r = (-H_in) % n, (-W_in) % n
-        if pad_b or pad_r:
-            if not self.auto_pad:
-                raise ValueError(f"BiLevelRoutingAttention: H and W ({H_in}, {W_in}) must be divisible by "
-                                 f"n_win={n}, or construct it with auto_pad=True")
-            x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
+        # the learned layers here; the op's Python front (checks, padding, backend choice) in ignored functions
+        # that TorchScript calls as Python, positionally (it drops keywords of ignored calls); torch.fx keeps the
+        # whole module as a leaf (a timm notrace module)
+        H_in, W_in = x.shape[1], x.shape[2]
+        x = _pad_to_regions(x, self.dim, self.n_win, self.auto_pad)
         q, k, v = self.qkv(x).split([self.qk_dim, self.qk_dim, self.dim], dim=-1)  # read in place by Triton
-        backend = choose_backend("BiLevelRoutingAttention", backend or self.backend, ROUTING_BACKENDS,
-                                 device=q.device, dtype=q.dtype, soft_routing=self.soft_routing)
-        r_weight, r_idx = region_routing(_region_mean(q, n), _region_mean(k, n), topk=self.topk, scale=self.scale,
-                                         emb=self.router_proj, diff_routing=self.diff_routing)
-        out = _routed_attention(backend=backend, query=q, key=k, value=v, r_idx=r_idx,
-                                r_weight=r_weight if self.soft_routing else None, n_win=n,
-                                num_heads=self.num_heads, scale=self.scale)
+        q_region, k_region = _region_mean(q, self.n_win), _region_mean(k, self.n_win)
+        if not self.diff_routing:
+            q_region, k_region = q_region.detach(), k_region.detach()
+        if self.router_proj is not None:
+            q_region, k_region = self.router_proj(q_region), self.router_proj(k_region)
+        out = _route_and_attend(q, k, v, q_region, k_region, self.n_win, self.topk, self.num_heads, self.scale,
+                                self.soft_routing, backend if backend is not None else self.backend)
         if self.lepe is not None:
             out = out + self.lepe(v.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         out = self.proj(out)
-        if pad_b or pad_r:
+        if out.shape[1] != H_in or out.shape[2] != W_in:
             out = out[:, :H_in, :W_in].contiguous()
         return out
+
+
+@torch.jit.ignore
+def _pad_to_regions(x: torch.Tensor, dim: int, n_win: int, auto_pad: bool) -> torch.Tensor:
+    """The module's input check, and its bottom/right zero padding to a multiple of ``n_win``."""
+    if x.dim() != 4 or x.shape[-1] != dim:
+        raise ValueError(f"BiLevelRoutingAttention: x must be NHWC (B, H, W, {dim}), got {tuple(x.shape)}")
+    H, W = x.shape[1:3]
+    pad_b, pad_r = (-H) % n_win, (-W) % n_win
+    if not (pad_b or pad_r):
+        return x
+    if not auto_pad:
+        raise ValueError(f"BiLevelRoutingAttention: H and W ({H}, {W}) must be divisible by n_win={n_win}, or "
+                         f"construct it with auto_pad=True")
+    return F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
+
+
+@torch.jit.ignore
+def _route_and_attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_region: torch.Tensor,
+                      k_region: torch.Tensor, n_win: int, topk: int, num_heads: int, scale: float, soft_routing: bool,
+                      backend: Optional[str]) -> torch.Tensor:
+    """The module's routing (on region descriptors already detached / projected) and routed attention."""
+    backend = choose_backend("BiLevelRoutingAttention", backend, ROUTING_BACKENDS, device=q.device, dtype=q.dtype,
+                             soft_routing=soft_routing)
+    r_weight, r_idx = region_routing(q_region, k_region, topk=topk, scale=scale, diff_routing=True)
+    return _routed_attention(backend=backend, query=q, key=k, value=v, r_idx=r_idx,
+                             r_weight=r_weight if soft_routing else None, n_win=n_win, num_heads=num_heads,
+                             scale=scale)

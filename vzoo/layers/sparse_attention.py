@@ -178,7 +178,8 @@ def _check(op, query, key, value, indices, key_mask):
     if indices.device != query.device:
         raise ValueError(f"{op}: indices are on {indices.device}, query on {query.device}")
     Nk = key.shape[2]
-    if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= Nk):
+    # a data-dependent check: eager only (torch.compile cannot guard on tensor values without a graph break)
+    if not torch.compiler.is_compiling() and indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= Nk):
         raise ValueError(f"{op}: indices must lie in [0, {Nk}) (the keys), got [{int(indices.min())}, "
                          f"{int(indices.max())}]")
     if key_mask is not None and (not isinstance(key_mask, torch.Tensor) or key_mask.dtype != torch.bool

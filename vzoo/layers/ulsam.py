@@ -28,6 +28,7 @@ from typing import Dict
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
 __all__ = ["ULSAM", "ulsam_state_dict_from_official"]
 
@@ -93,8 +94,11 @@ class ULSAM(nn.Module):
 
     def attention(self, x: torch.Tensor) -> torch.Tensor:
         """The ``g`` attention maps, ``(B, g, H, W)``, each summing to 1 over ``H·W``."""
-        if x.ndim != 4 or x.shape[1] != self.channels:
-            raise ValueError(f"ULSAM: expected an NCHW input with {self.channels} channels, got shape {tuple(x.shape)}")
+        if not torch.jit.is_scripting():
+            if not is_fx_symbolic_tracing():  # an eager check: TorchScript and fx see only the compute
+                if x.ndim != 4 or x.shape[1] != self.channels:
+                    raise ValueError(f"ULSAM: expected an NCHW input with {self.channels} channels, "
+                                     f"got shape {tuple(x.shape)}")
         a = F.relu(self.bn_dws(self.conv_dws(x)))
         a = F.max_pool2d(a, 3, stride=1, padding=1)
         a = F.relu(self.bn_point(self.conv_point(a)))

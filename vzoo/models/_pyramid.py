@@ -14,8 +14,8 @@ only: the LayerNorm2d that dense-prediction releases add, or MOAT's GELU), then 
 The families released with PVT-style key names (``patch_embed{s}``, ``block{s}.{j}``, ``norm{s}``:
 VAN, FaViT) map them with :func:`pvt_to_pyramid_keys`; :func:`pyramid_to_pvt_keys` is its inverse.
 """
-from __future__ import annotations
-
+# no `from __future__ import annotations`: torch.fx copies forward's annotations into the code it generates,
+# and TorchScript cannot read a string 'torch.Tensor' there (fx + TorchScript of every PyramidNet family)
 import re
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 

@@ -255,7 +255,7 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: nn.Module) 
 
 def _create_biformer(variant: str, pretrained: bool = False, **kwargs) -> BiFormer:
     return build_vzoo_model(BiFormer, variant, pretrained, checkpoint_filter_fn=checkpoint_filter_fn,
-                            feature_cfg=dict(out_indices=(0, 1, 2, 3)),
+                            default_feature_cfg=dict(out_indices=(0, 1, 2, 3)),
                             **{**_RELEASE_ARGS, **_VARIANTS[variant], **kwargs})
 
 

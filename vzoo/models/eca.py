@@ -187,13 +187,13 @@ def _create_eca_resnet(variant: str, pretrained: bool = False, **kwargs) -> ResN
     block_args["attn_layer"] = EcaByChannels(k_map)
     kwargs.setdefault("zero_init_last", False)  # the official init (normal convs, BN weight 1)
     return build_vzoo_model(ResNet, variant, pretrained, checkpoint_filter_fn=checkpoint_filter_fn,
-                            feature_cfg=dict(out_indices=(0, 1, 2, 3, 4)),
+                            default_feature_cfg=dict(out_indices=(0, 1, 2, 3, 4)),
                             block=block, layers=layers, block_args=block_args, **kwargs)
 
 
 def _create_eca_mobilenetv2(variant: str, pretrained: bool = False, **kwargs) -> EcaMobileNetV2:
     return build_vzoo_model(EcaMobileNetV2, variant, pretrained, checkpoint_filter_fn=checkpoint_filter_fn,
-                            feature_cfg=dict(out_indices=(0, 1, 2, 3, 4)),
+                            default_feature_cfg=dict(out_indices=(0, 1, 2, 3, 4)),
                             **mobilenet_kwargs(MOBILENETV2_ARCH, 1280, kwargs, drop_rate=0.25))
 
 

@@ -39,7 +39,8 @@ from typing import Dict, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 from torch import nn
-from timm.layers import DropPath, calculate_drop_path_rates
+from torch.fx._symbolic_trace import is_fx_symbolic_tracing
+from timm.layers import DropPath, calculate_drop_path_rates, register_notrace_function
 from timm.models import generate_default_cfgs, register_model
 from timm.models._manipulate import checkpoint
 
@@ -69,7 +70,8 @@ def _mirror_pad(x: torch.Tensor, pad_b: int, pad_r: int) -> torch.Tensor:
     return x
 
 
-def _pooled_window(x: torch.Tensor, window: int, dilation: int, heads: int) -> torch.Tensor:
+@register_notrace_function  # its padding follows the input size: an fx leaf (public: fx wraps no _names)
+def pooled_window(x: torch.Tensor, window: int, dilation: int, heads: int) -> torch.Tensor:
     """(B, C, H, W) → (B, heads, window², C/heads): every non-overlapping span of
     ``dilation·(window-1)+1`` pixels, sampled on a ``window × window`` grid of step ``dilation``, averaged
     over the spans as the FaViT release does (see the module docstring)."""
@@ -106,7 +108,7 @@ class CoarseAttentionKV(nn.Module):
 
 
 class FineAttentionKV(nn.Module):
-    """Keys/values of one fine group: the pooled dilated window (``_pooled_window``) → linear mix →
+    """Keys/values of one fine group: the pooled dilated window (``pooled_window``) → linear mix →
     linear (k, v) per head, with a 3×3 depthwise conv over the window grid added to the values."""
 
     def __init__(self, dim: int, num_heads: int, window: int, dilation: int, qkv_bias: bool = True,
@@ -121,7 +123,7 @@ class FineAttentionKV(nn.Module):
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:  # x: (B, dim, H, W)
         B, h, w = x.shape[0], self.num_heads, self.window
-        k, v = self.kv(self.fc(_pooled_window(x, w, self.dilation, h))).chunk(2, dim=-1)  # (B, h, w², c)
+        k, v = self.kv(self.fc(pooled_window(x, w, self.dilation, h))).chunk(2, dim=-1)  # (B, h, w², c)
         pe = self.pe(v.transpose(2, 3).reshape(B, self.dim, w, w))
         v = v + pe.reshape(B, h, self.dim // h, w * w).transpose(2, 3)
         return k, v
@@ -172,15 +174,17 @@ class FactorizationAttention(nn.Module):
         self.proj = nn.Linear(dim, dim, **dd)
         self.proj_drop = nn.Dropout(proj_drop)
 
-    def _attend(self, q, k, v, scale):
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
         return F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0,
                                               scale=scale)
 
     def forward(self, x: torch.Tensor, H: int, W: int) -> torch.Tensor:
         B, N, C = x.shape
-        if H < self.sr_ratio or W < self.sr_ratio:
-            raise ValueError(f"FaViT: a stage with sr_ratio={self.sr_ratio} needs at least {self.sr_ratio}×"
-                             f"{self.sr_ratio} tokens, got {H}×{W}; the input image is too small (min 29×29)")
+        if not torch.jit.is_scripting():
+            if not is_fx_symbolic_tracing():  # an eager check: TorchScript and fx see only the compute
+                if H < self.sr_ratio or W < self.sr_ratio:
+                    raise ValueError(f"FaViT: a stage with sr_ratio={self.sr_ratio} needs at least {self.sr_ratio}×"
+                                     f"{self.sr_ratio} tokens, got {H}×{W}; the input image is too small (min 29×29)")
         q = self.q(x)
         cg, h = self.coarse_dim, self.num_heads
         k, v = self.coarse(x[..., :cg].transpose(1, 2).reshape(B, cg, H, W))
@@ -346,7 +350,7 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: nn.Module) 
 
 def _create_favit(variant: str, pretrained: bool = False, **kwargs) -> FaViT:
     return build_vzoo_model(FaViT, variant, pretrained, checkpoint_filter_fn=checkpoint_filter_fn,
-                            feature_cfg=dict(out_indices=(0, 1, 2, 3)), **dict(_VARIANTS[variant], **kwargs))
+                            default_feature_cfg=dict(out_indices=(0, 1, 2, 3)), **dict(_VARIANTS[variant], **kwargs))
 
 
 def _cfg(top1: Optional[float] = None, params_m: Optional[float] = None, gflops: Optional[float] = None, **kwargs):

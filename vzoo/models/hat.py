@@ -33,8 +33,7 @@ mask — the reference math. The choice goes through the backend chooser every v
 (``vzoo.layers._backend``, ``WINDOW_BACKENDS``): ``'na2d'`` where it cannot run (attention dropout in
 training) raises, ``'auto'`` falls back to the reference.
 """
-from __future__ import annotations
-
+# no `from __future__ import annotations`: TorchScript reads the real annotations of the @torch.jit.ignore'd methods
 import math
 import re
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -42,7 +41,10 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn.functional as F
 from torch import nn
-from timm.layers import DropPath, Mlp, calculate_drop_path_rates, trunc_normal_
+from torch.fx._symbolic_trace import is_fx_symbolic_tracing
+from timm.layers import (
+    DropPath, Mlp, calculate_drop_path_rates, register_notrace_function, register_notrace_module, trunc_normal_,
+)
 from timm.models import generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
@@ -76,6 +78,7 @@ def _reflect_pad_1d(x: torch.Tensor, dim: int, pad: int) -> torch.Tensor:
     return x
 
 
+@register_notrace_function  # the padding follows the input size: an fx leaf
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     """Reflect-pad an NCHW tensor at the bottom and right so H and W are multiples of ``multiple``
     (``F.pad(..., 'reflect')`` as the official HAT test does; inputs smaller than the pad are
@@ -193,6 +196,7 @@ class CAB(nn.Module):
         return self.ca(self.conv2(self.act(self.conv1(x))))
 
 
+@register_notrace_module  # the shifted windows' grouping follows the map size: an fx leaf
 class WindowAttention(nn.Module):
     """Multi-head self-attention inside non-overlapping windows with a Swin relative position bias.
 
@@ -214,7 +218,7 @@ class WindowAttention(nn.Module):
         self.backend = "auto"  # set by the model: 'auto', 'reference' or 'na2d'
 
     def bias(self, rpi: torch.Tensor) -> torch.Tensor:
-        n = self.window_size ** 2
+        n = self.window_size * self.window_size  # an int in TorchScript too (its ** gives a float)
         return self.relative_position_bias_table[rpi.reshape(-1)].view(n, n, -1).permute(2, 0, 1)
 
     def forward(self, x: torch.Tensor, rpi: torch.Tensor, group_masks: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -224,34 +228,35 @@ class WindowAttention(nn.Module):
         w, heads = self.window_size, self.num_heads
         drop = self.attn_drop if self.training else 0.0
         qkv = self.qkv(x)
-        if group_masks is None and self._window_backend(x, drop) == "na2d":
-            return self.proj_drop(self.proj(self._na2d(qkv)))
+        if not torch.jit.is_scripting():  # TorchScript takes the reference path (na2d's front is Python)
+            if group_masks is None and self._window_backend(x, drop) == "na2d":
+                return self.proj_drop(self.proj(self._na2d(qkv)))
         n, d, nh, nw = w * w, C // heads, H // w, W // w
-        q, k, v = (_windows(t, w, heads) for t in qkv.chunk(3, dim=-1))  # (B·nW, heads, n, d)
+        q_, k_, v_ = qkv.chunk(3, dim=-1)  # plain statements, no generators: TorchScript compiles this forward
+        q, k, v = _windows(q_, w, heads), _windows(k_, w, heads), _windows(v_, w, heads)  # (B·nW, heads, n, d)
         # a 4-D float mask: SDPA's fused CPU kernel takes it; a 3-D one falls back to the slower math path
         bias = self.bias(rpi).to(q.dtype).unsqueeze(0)  # (1, heads, n, n)
         if group_masks is None:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=drop)
         else:
             # windows grouped by whether they sit in the last row / column: one (n, n) mask a group
-            q, k, v = (t.view(B, nh, nw, heads, n, d) for t in (q, k, v))
+            q, k, v = q.view(B, nh, nw, heads, n, d), k.view(B, nh, nw, heads, n, d), v.view(B, nh, nw, heads, n, d)
             out = torch.empty_like(q)
             group_masks = group_masks.to(q.dtype)
-            for r, rows in ((0, slice(0, nh - 1)), (1, slice(nh - 1, nh))):
-                for c, cols in ((0, slice(0, nw - 1)), (1, slice(nw - 1, nw))):
-                    if rows.stop <= rows.start or cols.stop <= cols.start:
-                        continue
-                    qq, kk, vv = (t[:, rows, cols].reshape(-1, heads, n, d) for t in (q, k, v))
-                    m = bias if r == 0 and c == 0 else bias + group_masks[r, c]
-                    o = F.scaled_dot_product_attention(qq, kk, vv, attn_mask=m, dropout_p=drop)
-                    out[:, rows, cols] = o.view(B, rows.stop - rows.start, cols.stop - cols.start, heads, n, d)
+            for r, r0, r1 in ((0, 0, nh - 1), (1, nh - 1, nh)):
+                for c, c0, c1 in ((0, 0, nw - 1), (1, nw - 1, nw)):
+                    if r1 > r0 and c1 > c0:  # no `continue`: TorchScript unrolls loops over tuples
+                        qq = q[:, r0:r1, c0:c1].reshape(-1, heads, n, d)
+                        kk = k[:, r0:r1, c0:c1].reshape(-1, heads, n, d)
+                        vv = v[:, r0:r1, c0:c1].reshape(-1, heads, n, d)
+                        m = bias if r == 0 and c == 0 else bias + group_masks[r, c]
+                        o = F.scaled_dot_product_attention(qq, kk, vv, attn_mask=m, dropout_p=drop)
+                        out[:, r0:r1, c0:c1] = o.view(B, r1 - r0, c1 - c0, heads, n, d)
             out = out.view(-1, heads, n, d)
         return self.proj_drop(self.proj(_unwindows(out, w, B, H, W)))
 
     def _window_backend(self, x: torch.Tensor, attn_dropout: float) -> str:
         """'na2d' or 'reference' for the non-shifted windows (shifted ones always take the reference)."""
-        if torch.jit.is_scripting():
-            return "reference"
         return choose_backend("HAT", self.backend, WINDOW_BACKENDS, device=x.device, attn_dropout=attn_dropout)
 
     def _na2d(self, qkv: torch.Tensor) -> torch.Tensor:
@@ -353,15 +358,15 @@ class RHAG(nn.Module):
     def forward(self, x: torch.Tensor, rpi_sa: torch.Tensor, rpi_oca: torch.Tensor,
                 group_masks: torch.Tensor) -> torch.Tensor:
         shortcut = x
-        ckpt = self.grad_checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting()
-        for blk in self.blocks:
-            m = group_masks if blk.shift_size > 0 else None
-            if ckpt:
+        if self.grad_checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting():  # inline: TS prunes it
+            for blk in self.blocks:
+                m = group_masks if blk.shift_size > 0 else None
                 x = torch.utils.checkpoint.checkpoint(blk, x, rpi_sa, m, use_reentrant=False)
-            else:
-                x = blk(x, rpi_sa, m)
-        x = torch.utils.checkpoint.checkpoint(self.ocab, x, rpi_oca, use_reentrant=False) if ckpt \
-            else self.ocab(x, rpi_oca)
+            x = torch.utils.checkpoint.checkpoint(self.ocab, x, rpi_oca, use_reentrant=False)
+        else:
+            for blk in self.blocks:
+                x = blk(x, rpi_sa, group_masks if blk.shift_size > 0 else None)
+            x = self.ocab(x, rpi_oca)
         return self.conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1) + shortcut
 
 
@@ -582,8 +587,11 @@ class HAT(nn.Module):
 
     # ---------------------------------------------------------------- forward
     def _check_input(self, x: torch.Tensor) -> None:
-        if x.ndim != 4 or x.shape[1] != self.in_chans:
-            raise ValueError(f"HAT: input must be NCHW with C=in_chans={self.in_chans}, got shape {tuple(x.shape)}")
+        if not torch.jit.is_scripting():
+            if not is_fx_symbolic_tracing():  # an eager check: TorchScript and fx see only the compute
+                if x.ndim != 4 or x.shape[1] != self.in_chans:
+                    raise ValueError(f"HAT: input must be NCHW with C=in_chans={self.in_chans}, "
+                                     f"got shape {tuple(x.shape)}")
 
     def _stem(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised, padded image → shallow features (B, C, Hp, Wp)."""
@@ -630,7 +638,7 @@ class HAT(nn.Module):
         return x / self.img_range + self.mean.to(x.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x), out_size=tuple(x.shape[-2:]))
+        return self.forward_head(self.forward_features(x), out_size=(x.shape[-2], x.shape[-1]))
 
     def forward_intermediates(
             self,
@@ -650,7 +658,7 @@ class HAT(nn.Module):
         take_indices, max_index = feature_take_indices(len(self.groups), indices)
         groups = self.groups if torch.jit.is_scripting() or not stop_early else self.groups[:max_index + 1]
         shallow = self._stem(x)
-        t, feats = self._body(shallow, groups, take_indices, crop=tuple(x.shape[-2:]), norm=norm)
+        t, feats = self._body(shallow, groups, take_indices, crop=(x.shape[-2], x.shape[-1]), norm=norm)
         if intermediates_only:
             return feats
         return self._tail(t, shallow), feats
@@ -724,7 +732,7 @@ def _create_hat(variant: str, pretrained: bool = False, **kwargs) -> HAT:
     if out_indices is None:
         out_indices = tuple(range(n_groups))
     return build_vzoo_model(HAT, variant, pretrained, checkpoint_filter_fn=checkpoint_filter_fn,
-                            feature_cfg=dict(out_indices=out_indices), **kwargs)
+                            default_feature_cfg=dict(out_indices=out_indices), **kwargs)
 
 
 def _cfg(scale: int, file: str = "", params_m: Optional[float] = None, results: str = "", **kwargs):

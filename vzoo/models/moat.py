@@ -59,9 +59,7 @@ TensorFlow round trip is checked by ``tools/parity.py moat`` (deeplab2's own TF 
 saved in the release's TF1 layout, converted and compared: max relative error ~1e-6 fp32, see
 ``docs/benchmarks.md``); the released files themselves were not downloaded here.
 """
-from __future__ import annotations
-
-import math
+# no `from __future__ import annotations`: TorchScript reads the real annotations of the @torch.jit.ignore'd methods
 import re
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -70,7 +68,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
-from timm.layers import DropPath, create_conv2d, trunc_normal_
+from timm.layers import DropPath, create_conv2d, register_notrace_function, register_notrace_module, trunc_normal_
 from timm.models import generate_default_cfgs, register_model
 from timm.models._manipulate import checkpoint_seq
 
@@ -88,20 +86,23 @@ WindowArg = Union[None, int, Sequence[Union[None, int, Sequence[int]]]]
 # TensorFlow 'same' average pooling
 # --------------------------------------------------------------------------------------------------
 def _same_pad(size: int, k: int, s: int) -> Tuple[int, int]:
-    total = max((math.ceil(size / s) - 1) * s + k - size, 0)
+    total = max((-(-size // s) - 1) * s + k - size, 0)
     return total // 2, total - total // 2
 
 
+@register_notrace_function  # its padding depends on the input size: an fx leaf, as timm's own 'same' ops
 def avg_pool_same(x: torch.Tensor, kernel_size: int, stride: int) -> torch.Tensor:
     """``tf.keras.layers.AveragePooling2D(kernel_size, stride, padding='same')`` on NCHW: output
     ``ceil(size / stride)``, the padding (bottom/right first) is not counted in the average."""
-    (pt, pb), (pl, pr) = _same_pad(x.shape[-2], kernel_size, stride), _same_pad(x.shape[-1], kernel_size, stride)
-    if pt == pb == pl == pr == 0:
+    H, W = x.shape[-2], x.shape[-1]
+    pt, pb = _same_pad(H, kernel_size, stride)
+    pl, pr = _same_pad(W, kernel_size, stride)
+    if pt == 0 and pb == 0 and pl == 0 and pr == 0:
         return F.avg_pool2d(x, kernel_size, stride)
     if pt == pb and pl == pr:
         return F.avg_pool2d(x, kernel_size, stride, padding=(pt, pl), count_include_pad=False)
     xp = F.pad(x, (pl, pr, pt, pb))
-    ones = F.pad(x.new_ones(1, 1, *x.shape[-2:]), (pl, pr, pt, pb))
+    ones = F.pad(torch.ones((1, 1, H, W), dtype=x.dtype, device=x.device), (pl, pr, pt, pb))
     total = F.avg_pool2d(xp, kernel_size, stride, divisor_override=1)
     count = F.avg_pool2d(ones, kernel_size, stride, divisor_override=1)
     return total / count
@@ -161,6 +162,9 @@ class MBConvBlock(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._mbconv(x)
+
+    def _mbconv(self, x: torch.Tensor) -> torch.Tensor:  # a method, not super().forward: TorchScript has no super()
         shortcut = self.shortcut(x)
         x = self.act(self.expand_norm(self.expand_conv(self.pre_norm(x))))
         x = self.se(self.act(self.dw_norm(self.dw_conv(x))))
@@ -169,10 +173,10 @@ class MBConvBlock(nn.Module):
 
 def _resize_table(table: torch.Tensor, h: int, w: int) -> torch.Tensor:
     """``(heads, 2p-1, 2q-1)`` → ``(heads, 2h-1, 2w-1)``, bilinear with half-pixel centres (TF2 resize)."""
-    size = (2 * h - 1, 2 * w - 1)
-    if tuple(table.shape[-2:]) == size:
+    if table.shape[-2] == 2 * h - 1 and table.shape[-1] == 2 * w - 1:
         return table
-    return F.interpolate(table.unsqueeze(0), size=size, mode="bilinear", align_corners=False).squeeze(0)
+    return F.interpolate(table.unsqueeze(0), size=(2 * h - 1, 2 * w - 1), mode="bilinear",
+                         align_corners=False).squeeze(0)
 
 
 def _global_bias(table: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -184,6 +188,13 @@ def _global_bias(table: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return table[:, dy, dx]
 
 
+@torch.jit.ignore  # na2d's front is Python (checks, backend choice): TorchScript calls it as such, positionally
+def _window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, wh: int, ww: int,
+                      rpb: Optional[torch.Tensor], backend: Optional[str]) -> torch.Tensor:
+    return na2d(q, k, v, kernel_size=(wh, ww), stride=(wh, ww), rpb=rpb, backend=backend)
+
+
+@register_notrace_module  # window sizes and padding follow the input size: an fx leaf
 class MoatAttention(nn.Module):
     """Multi-head self-attention on an NHWC map: global (``window_size=None``) or non-overlapping windows.
 
@@ -226,31 +237,32 @@ class MoatAttention(nn.Module):
         return None if t is None else _resize_table(t, h, w)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, H, W, C = x.shape
-        if self.window_size is None:
+        window_size = self.window_size
+        if window_size is None:
             return self._global(x)
-        wh, ww = min(self.window_size[0], H), min(self.window_size[1], W)
-        if (wh, ww) == (H, W):
+        B, H, W, C = x.shape
+        wh, ww = min(window_size[0], H), min(window_size[1], W)
+        if wh == H and ww == W:
             return self._global(x)
         ph, pw = (-H) % wh, (-W) % ww
         if ph or pw:
             x = F.pad(x, (0, 0, 0, pw, 0, ph))
-        Hp, Wp = H + ph, W + pw
-        q, k, v = self.qkv(x).view(B, Hp, Wp, 3, self.num_heads, self.head_dim).unbind(3)
-        rpb = self.rel_pos_bias(wh, ww)
-        if rpb is not None:
-            rpb = rpb.to(q.dtype)
-        out = na2d(q, k, v, kernel_size=(wh, ww), stride=(wh, ww), rpb=rpb, backend=self.backend)
-        out = out[:, :H, :W].reshape(B, H, W, self.attn_dim)
-        return self.proj(out)
+        q, k, v = self.qkv(x).view(B, H + ph, W + pw, 3, self.num_heads, self.head_dim).unbind(3)
+        rpb: Optional[torch.Tensor] = None
+        table = self.relative_position_bias_table
+        if table is not None:
+            rpb = _resize_table(table, wh, ww).to(q.dtype)
+        out = _window_attention(q, k, v, wh, ww, rpb, self.backend)
+        return self.proj(out[:, :H, :W].reshape(B, H, W, self.attn_dim))
 
     def _global(self, x: torch.Tensor) -> torch.Tensor:
         B, H, W, C = x.shape
         qkv = self.qkv(x.reshape(B, H * W, C)).view(B, H * W, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        bias = None
-        if self.relative_position_bias_table is not None:
-            bias = _global_bias(self.rel_pos_bias(H, W), H, W).to(q.dtype).unsqueeze(0)
+        bias: Optional[torch.Tensor] = None
+        table = self.relative_position_bias_table
+        if table is not None:
+            bias = _global_bias(_resize_table(table, H, W), H, W).to(q.dtype).unsqueeze(0)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         return self.proj(out.transpose(1, 2).reshape(B, H, W, self.attn_dim))
 
@@ -268,7 +280,7 @@ class MoatBlock(MBConvBlock):
         self.attn = MoatAttention(out_chs, head_dim, window_size, rel_pos_size, attn_backend, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = super().forward(x)
+        x = self._mbconv(x)
         y = self.attn(self.attn_norm(x.permute(0, 2, 3, 1)))
         return x + self.drop_path(y.permute(0, 3, 1, 2))
 
@@ -627,7 +639,7 @@ def convert_tf_checkpoint(src: str, use_ema: bool = False) -> Dict[str, torch.Te
 # --------------------------------------------------------------------------------------------------
 def _create_moat(variant: str, pretrained: bool = False, **kwargs) -> MOAT:
     return build_vzoo_model(MOAT, variant, pretrained, checkpoint_filter_fn=checkpoint_filter_fn,
-                            feature_cfg=dict(out_indices=(0, 1, 2, 3)), **dict(_VARIANTS[variant], **kwargs))
+                            default_feature_cfg=dict(out_indices=(0, 1, 2, 3)), **dict(_VARIANTS[variant], **kwargs))
 
 
 _IMAGENET = dict(mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD)      # the release's "option 1"

@@ -25,8 +25,7 @@ the form of the ``*_reparam.pth`` release. Both releases load through :func:`che
 The official training's deep-supervision head (``aux_head``) is not part of the model: its weights are
 dropped on load.
 """
-from __future__ import annotations
-
+# no `from __future__ import annotations`: TorchScript reads the real annotations of @torch.jit.ignore'd code
 import functools
 import re
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -36,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 from timm.layers import (
     DropPath, LayerNorm2d, SEModule, SelectAdaptivePool2d, calculate_drop_path_rates,
-    get_device_dtype, trunc_normal_,
+    get_device_dtype, register_notrace_module, trunc_normal_,
 )
 from timm.layers.grn import GlobalResponseNorm
 from timm.models import generate_default_cfgs, register_model
@@ -90,7 +89,7 @@ class ResDWConv(nn.Conv2d):
         super().__init__(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim, device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + super().forward(x)
+        return x + self._conv_forward(x, self.weight, self.bias)  # not super().forward: TorchScript has no super()
 
 
 class DilatedReparamBlock(nn.Module):
@@ -117,6 +116,12 @@ class DilatedReparamBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.reparameterized:
             return self.lk_origin(x)
+        return self._forward_branches(x)
+
+    # the branches are found by name (the release's keys): TorchScript cannot, so a scripted model must be
+    # reparameterized first (timm's reparameterize_model, or a *_reparam variant)
+    @torch.jit.unused
+    def _forward_branches(self, x: torch.Tensor) -> torch.Tensor:
         out = self.origin_bn(self.lk_origin(x))
         for k, r in self.branches:
             out = out + getattr(self, f"dil_bn_k{k}_{r}")(getattr(self, f"dil_conv_k{k}_{r}")(x))
@@ -215,6 +220,22 @@ def window_bias(rpb: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return bias.permute(1, 3, 0, 2, 4).reshape(height, width, rpb.shape[0], k * k)
 
 
+@torch.jit.ignore  # window_bias (cached index tables) and na2d_av's front are Python: TorchScript calls them as such
+def _mix_neighbours(weights: torch.Tensor, value: torch.Tensor, rpb_small: torch.Tensor, rpb_large: torch.Tensor,
+                    small_kernel_size: int, kernel_size: int) -> torch.Tensor:
+    """ContMix's two dynamic kernels: ``weights`` ``(B, H, W, heads, ks² + k²)`` logits plus the relative
+    positional biases, softmaxed per kernel, mix the neighbours of the two halves of ``value``
+    ``(B, H, W, 2, heads, c)``; returns ``(B, H, W, 2, heads, c)``."""
+    H, W = weights.shape[1], weights.shape[2]
+    s2 = small_kernel_size ** 2
+    attn1 = (weights[..., :s2] + window_bias(rpb_small, H, W)).softmax(-1)
+    attn2 = (weights[..., s2:] + window_bias(rpb_large, H, W)).softmax(-1)
+    x1 = na2d_av(attn1, value[:, :, :, 0], kernel_size=small_kernel_size)
+    x2 = na2d_av(attn2, value[:, :, :, 1], kernel_size=kernel_size)
+    return torch.stack([x1, x2], dim=3)
+
+
+@register_notrace_module  # ContMix resizes maps smaller than its kernel: control flow on the size, an fx leaf
 class DynamicConvBlock(nn.Module):
     """Focus-Net block: fuses the features with the top-down context and mixes them with ContMix.
 
@@ -237,9 +258,9 @@ class DynamicConvBlock(nn.Module):
         self.scale = (dim // self.num_heads) ** -0.5
         self.is_first = is_first
         self.is_last = is_last
-        if not is_first:
-            self.x_scale = ScaleBias(ctx_dim, 1.0, **dd)
-            self.h_scale = ScaleBias(ctx_dim, 1.0, **dd)
+        # the first block has no context to add (Identity, not absent: TorchScript compiles both branches)
+        self.x_scale = ScaleBias(ctx_dim, 1.0, **dd) if not is_first else nn.Identity()
+        self.h_scale = ScaleBias(ctx_dim, 1.0, **dd) if not is_first else nn.Identity()
         self.dwconv1 = ResDWConv(out_dim, 3, **dd)
         self.norm1 = LayerNorm2d(out_dim, eps=1e-6, **dd)
         self.fusion = nn.Sequential(
@@ -276,13 +297,9 @@ class DynamicConvBlock(nn.Module):
         key = self.weight_key(key).flatten(2).reshape(B, g, -1, self.weight_proj.in_channels)
         affinity = torch.einsum("bgcn,bgcl->bngl", query, key)  # (B, HW, heads, pooled tokens)
         weights = F.linear(affinity, self.weight_proj.weight.flatten(1), self.weight_proj.bias).view(B, H, W, g, -1)
-        s2 = self.small_kernel_size ** 2
-        attn1 = (weights[..., :s2] + window_bias(self.rpb1, H, W)).softmax(-1)
-        attn2 = (weights[..., s2:] + window_bias(self.rpb2, H, W)).softmax(-1)
         value = x.permute(0, 2, 3, 1).reshape(B, H, W, 2, g, -1)  # channels (half, head, c), heads last
-        x1 = na2d_av(attn1, value[:, :, :, 0], kernel_size=self.small_kernel_size)
-        x2 = na2d_av(attn2, value[:, :, :, 1], kernel_size=self.kernel_size)
-        return torch.cat([x1, x2], dim=3).reshape(B, H, W, dim).permute(0, 3, 1, 2)
+        mixed = _mix_neighbours(weights, value, self.rpb1, self.rpb2, self.small_kernel_size, self.kernel_size)
+        return mixed.reshape(B, H, W, dim).permute(0, 3, 1, 2)
 
     def forward(self, x: torch.Tensor, ctx: torch.Tensor, ctx_ref: torch.Tensor
                 ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
@@ -461,9 +478,12 @@ class OverLoCK(nn.Module):
             return checkpoint(block, x, ctx, ctx_ref)
         return block(x, ctx, ctx_ref)
 
-    def _features(self, x: torch.Tensor, take: Sequence[int] = (), stop: int = 3):
+    def _features(self, x: torch.Tensor, take: Optional[List[int]] = None,
+                  stop: int = 3) -> Tuple[torch.Tensor, List[torch.Tensor]]:
         """The final Focus-Net map, and the pyramid levels listed in ``take`` (computed up to ``stop``)."""
-        levels = []
+        no_levels: List[int] = []
+        take = no_levels if take is None else take
+        levels: List[torch.Tensor] = []
         x = self._blocks(self.blocks1, self.patch_embed1(x))
         if 0 in take:
             levels.append(x)
@@ -574,7 +594,7 @@ def to_official_keys(state_dict: Dict[str, torch.Tensor], model: nn.Module) -> D
 
 def _create_overlock(variant: str, pretrained: bool = False, **kwargs) -> OverLoCK:
     return build_vzoo_model(OverLoCK, variant, pretrained, checkpoint_filter_fn=checkpoint_filter_fn,
-                            feature_cfg=dict(out_indices=(0, 1, 2, 3)), **kwargs)
+                            default_feature_cfg=dict(out_indices=(0, 1, 2, 3)), **kwargs)
 
 
 def _cfg(top1: float, params_m: float, crop_pct: float, **kwargs):

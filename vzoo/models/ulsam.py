@@ -116,7 +116,7 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: nn.Module) 
 def _create_ulsam(variant: str, base: str, groups: int, pretrained: bool = False, **kwargs) -> UlsamMobileNet:
     spec = _ARCHS[base]
     return build_vzoo_model(UlsamMobileNet, variant, pretrained, checkpoint_filter_fn=checkpoint_filter_fn,
-                            feature_cfg=dict(out_indices=(0, 1, 2, 3, 4)),
+                            default_feature_cfg=dict(out_indices=(0, 1, 2, 3, 4)),
                             **mobilenet_kwargs(spec["arch"], spec["num_features"], kwargs, ulsam_groups=groups,
                                                ulsam_positions=spec["positions"]))
 

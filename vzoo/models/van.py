@@ -182,7 +182,7 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: nn.Module) 
 
 def _create_van(variant: str, pretrained: bool = False, **kwargs) -> VAN:
     return build_vzoo_model(VAN, variant, pretrained, checkpoint_filter_fn=checkpoint_filter_fn,
-                            feature_cfg=dict(out_indices=(0, 1, 2, 3)), **dict(_VARIANTS[variant], **kwargs))
+                            default_feature_cfg=dict(out_indices=(0, 1, 2, 3)), **dict(_VARIANTS[variant], **kwargs))
 
 
 def _cfg(top1: Optional[float] = None, params_m: Optional[float] = None, **kwargs):
