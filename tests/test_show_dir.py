@@ -16,19 +16,12 @@ pytest.importorskip("mmseg")
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+import test_toolchain  # noqa: E402
+from test_toolchain import SEG_CONFIG, _cls_config  # noqa: E402
 from tools import test as test_tool  # noqa: E402
 from tools import train as train_tool  # noqa: E402
-from vzoo.tasks import demo_data  # noqa: E402
 
-CLS_CONFIG = ROOT / "configs/classification/demo_digits.py"
-SEG_CONFIG = ROOT / "configs/segmentation/demo_shapes_fpn_resnet10t.py"
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("show_data")
-    return dict(digits=demo_data.make_digits(str(root / "digits"), size=16, limit=4),
-                shapes=demo_data.make_shapes(str(root / "shapes"), n_train=4, n_val=3, size=(64, 64), max_objects=2))
+data = test_toolchain.data  # its tiny digits and shapes, the fixture of this module too
 
 
 def _assert_layout(show: Path, n: int):
@@ -38,28 +31,14 @@ def _assert_layout(show: Path, n: int):
     assert gallery.std() > 5.0, "blank gallery"
 
 
-def _cls_config(tmp_path, data, num_classes):
-    text = f"""
-_base_ = [{str(CLS_CONFIG)!r}]
-data_root = {data['digits']!r}
-pipeline = [dict(type='LoadPILImage'),
-            dict(type='TimmTransform', input_size=16, crop_pct=1.0, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
-            dict(type='PackClsInputs')]
-model = dict(arch='test_efficientnet', num_classes={num_classes})
-train_dataloader = dict(batch_size=8, dataset=dict(data_root=data_root, pipeline=pipeline))
-val_dataloader = dict(batch_size=16, dataset=dict(data_root=data_root, pipeline=pipeline))
-test_dataloader = val_dataloader
-param_scheduler = []
-train_cfg = dict(max_epochs=1, val_interval=1000)
-default_hooks = dict(checkpoint=dict(interval=1))
-"""
-    path = tmp_path / "cls.py"
-    path.write_text(text)
-    return str(path)
+def _head_config(tmp_path, data, num_classes):
+    """test_toolchain's digits config, one epoch, a head of ``num_classes``."""
+    head = f"model = dict(arch='test_efficientnet', num_classes={num_classes})"
+    return _cls_config(tmp_path, data, epochs=1, extra=head)
 
 
 def test_classification_head_with_more_classes_than_names(tmp_path, data):
-    cfg = _cls_config(tmp_path, data, num_classes=1000)  # digits name 10 classes
+    cfg = _head_config(tmp_path, data, num_classes=1000)  # digits name 10 classes
     wd, show, out = tmp_path / "wd", tmp_path / "show", tmp_path / "m.json"
     train_tool.main([cfg, "--work-dir", str(wd)])
     test_tool.main([cfg, "--checkpoint", str(wd / "epoch_1.pth"), "--work-dir", str(wd), "--out", str(out),
@@ -89,7 +68,7 @@ def test_segmentation_with_only_the_test_split(tmp_path, data):
 
 
 def test_a_failing_drawing_does_not_lose_the_metrics(tmp_path, data):
-    cfg = _cls_config(tmp_path, data, num_classes=10)
+    cfg = _head_config(tmp_path, data, num_classes=10)
     wd, show, out = tmp_path / "wd", tmp_path / "show", tmp_path / "m.json"
     train_tool.main([cfg, "--work-dir", str(wd)])
     first = sorted(Path(data["digits"], "val").rglob("*.png"))[0]
