@@ -20,7 +20,7 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from ._timing import add_timing_arguments, measure, progress
+from ._timing import add_timing_arguments, best_of_rounds, progress
 
 DESCRIPTION = ("sparsifiner: sparse attention op vs masked dense vs SDPA (N 197/577/1025), and Sparsifiner/DeiT-S "
                "vs DeiT-S")
@@ -40,13 +40,7 @@ def add_arguments(p):
 
 def _best_of(cases, args):
     """{name: best measure()} over ``args.repeats`` interleaved rounds of ``cases`` ({name: fn})."""
-    best = {}
-    for _ in range(args.repeats):
-        for name, fn in cases.items():
-            r = measure(fn, args.device, args.warmup, args.iters)
-            if name not in best or r["ms"] < best[name]["ms"]:
-                best[name] = r
-    return best
+    return best_of_rounds(cases, args.device, warmup=args.warmup, iters=args.iters, repeats=args.repeats)
 
 
 def _op_rows(args, dtype):
