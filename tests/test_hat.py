@@ -309,6 +309,26 @@ def test_one_training_step_hat_s_shrunk():
 # gradient checkpointing: tests/test_model_contract.py (every family, hat_s_x2 with drop-path in training mode)
 
 
+# ------------------------------------------------------------------------------ TorchScript / fx
+def test_torchscript_and_fx_features_at_padded_sizes():
+    """tests/test_timm_suite.py checks both at 16x16 (no padding); here sizes that are padded (13x10, and 3x2:
+    repeated reflection) and cropped back: TorchScript gives the eager image, feature_cls='fx' the maps of
+    forward_intermediates (the default features_only) bit for bit, in the same layout."""
+    model = _tiny()
+    scripted = torch.jit.script(model)
+    torch.manual_seed(0)  # _tiny's weights
+    fx = timm.create_model("hat_s_x2", features_only=True, feature_cls="fx", **TINY).eval()
+    for h, w in [(13, 10), (3, 2)]:
+        x = torch.rand(1, 3, h, w)
+        with torch.no_grad():
+            assert torch.equal(scripted(x), model(x)), (h, w)
+            ref = model.forward_intermediates(x, intermediates_only=True)
+            maps = fx(x)
+        assert len(maps) == len(ref) == 2
+        for a, b in zip(maps, ref):
+            assert a.shape == (1, 24, h, w) and a.stride() == b.stride() and torch.equal(a, b), (h, w)
+
+
 # ------------------------------------------------------------------------------ errors
 @pytest.mark.parametrize("kwargs,match", [
     (dict(upscale=5), "upscale"),

@@ -521,6 +521,22 @@ def test_features_are_the_release_res_endpoints():
         torch.testing.assert_close(fa, F.gelu(fb))
 
 
+@pytest.mark.parametrize("kwargs", [dict(window_size=(2, 1)), dict(feature_act=False)])
+def test_fx_features_are_forward_intermediates(kwargs):
+    """feature_cls='fx' gives the maps of forward_intermediates (the default features_only): the GELU'd stage
+    outputs, or the raw ones without ``feature_act``; tests/test_timm_suite.py checks global attention at 32x32."""
+    torch.manual_seed(0)
+    getter = timm.create_model("tiny_moat_0", features_only=True, **kwargs).eval()
+    torch.manual_seed(0)  # the same weights
+    fx = timm.create_model("tiny_moat_0", features_only=True, feature_cls="fx", **kwargs).eval()
+    x = torch.randn(1, 3, 72, 40)
+    with torch.no_grad():
+        ref, maps = getter(x), fx(x)
+    assert len(maps) == len(ref) == 4
+    for a, b in zip(maps, ref):
+        assert torch.equal(a, b)
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="window_size"):
         timm.create_model("tiny_moat_0", window_size=(1, 2, 3))

@@ -68,10 +68,9 @@ def _reflect_pad_1d(x: torch.Tensor, dim: int, pad: int) -> torch.Tensor:
         n = x.shape[dim]
         step = min(pad, n - 1)
         if step <= 0:  # a single row/column: nothing to reflect, repeat it
-            reps = [1] * x.ndim
-            reps[dim] = pad
-            last = x.narrow(dim, n - 1, 1)
-            return torch.cat([x, last.repeat(*reps)], dim)
+            size = list(x.shape)
+            size[dim] = pad
+            return torch.cat([x, x.narrow(dim, n - 1, 1).expand(size)], dim)
         idx = torch.arange(n - 2, n - 2 - step, -1, device=x.device)
         x = torch.cat([x, x.index_select(dim, idx)], dim)
         pad -= step
@@ -337,6 +336,16 @@ class OCAB(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
+class GroupFeature(nn.Module):
+    """A group's feature map: its channels-last output (padded size) as NCHW, cropped to the input ``size``.
+
+    A module of the group, so that torch.fx names its nodes ``groups.{i}.feature``: the last nodes of
+    ``groups.{i}``, which ``feature_cls='fx'`` takes as that feature point."""
+
+    def forward(self, t: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+        return t[:, :size[0], :size[1]].permute(0, 3, 1, 2).contiguous()
+
+
 class RHAG(nn.Module):
     """Residual hybrid attention group: HABs (alternately shifted), an OCAB, a 3×3 conv, + input."""
 
@@ -354,6 +363,7 @@ class RHAG(nn.Module):
             for i in range(depth)])
         self.ocab = OCAB(dim, num_heads, window_size, overlap_ratio, mlp_ratio, qkv_bias=qkv_bias, **dd)
         self.conv = nn.Conv2d(dim, dim, 3, 1, 1, **dd) if resi_connection == "1conv" else nn.Identity()
+        self.feature = GroupFeature()
 
     def forward(self, x: torch.Tensor, rpi_sa: torch.Tensor, rpi_oca: torch.Tensor,
                 group_masks: torch.Tensor) -> torch.Tensor:
@@ -598,21 +608,18 @@ class HAT(nn.Module):
         x = (x - self.mean.to(x.dtype)) * self.img_range
         return self.conv_first(pad_to_multiple(x, self.window_size))
 
-    def _body(self, shallow: torch.Tensor, groups=None, take: Sequence[int] = (), crop=None,
+    def _body(self, shallow: torch.Tensor, size: Tuple[int, int], take: List[int], stop: int,
               norm: bool = False) -> Tuple[torch.Tensor, List[torch.Tensor]]:
-        """Run the RHAGs on channels-last tokens; returns the last tokens and the (cropped NCHW)
-        outputs of the groups in ``take``."""
+        """Run the RHAGs 0..``stop`` on channels-last tokens; returns the last tokens and the feature
+        maps (:class:`GroupFeature`: NCHW, cropped to the input ``size``) of the groups in ``take``."""
         t = self.pos_drop(self.embed_norm(shallow.permute(0, 2, 3, 1)))
-        feats = []
-        groups = self.groups if groups is None else groups
+        feats: List[torch.Tensor] = []
         last = len(self.groups) - 1
-        for i, g in enumerate(groups):
-            t = g(t, self.rpi_sa, self.rpi_oca, self.shift_masks)
-            if i in take:
-                f = self.norm(t) if norm and i == last else t
-                if crop is not None:
-                    f = f[:, :crop[0], :crop[1]]
-                feats.append(f.permute(0, 3, 1, 2).contiguous())
+        for i, g in enumerate(self.groups):
+            if i <= stop:  # not a slice of self.groups: TorchScript slices a ModuleList by constants only
+                t = g(t, self.rpi_sa, self.rpi_oca, self.shift_masks)
+                if i in take:
+                    feats.append(g.feature(self.norm(t) if norm and i == last else t, size))
         return t, feats
 
     def _tail(self, t: torch.Tensor, shallow: torch.Tensor) -> torch.Tensor:
@@ -623,7 +630,14 @@ class HAT(nn.Module):
         up to the window), i.e. what the reconstruction takes: conv_after_body(body) + shallow."""
         self._check_input(x)
         shallow = self._stem(x)
-        t, _ = self._body(shallow)
+        take: List[int] = []
+        if not torch.jit.is_scripting():
+            if is_fx_symbolic_tracing():
+                # traced, unused: each group's feature map becomes the last nodes of ``groups.{i}``, so fx's
+                # feature points (feature_cls='fx') give forward_intermediates' maps; fx drops them as dead
+                # code from the forward graph and eager never computes them
+                take = list(range(len(self.groups)))
+        t, _ = self._body(shallow, (x.shape[-2], x.shape[-1]), take, stop=len(self.groups) - 1)
         return self._tail(t, shallow)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False,
@@ -656,9 +670,9 @@ class HAT(nn.Module):
             raise ValueError(f"HAT.forward_intermediates: output_fmt must be 'NCHW', got {output_fmt!r}")
         self._check_input(x)
         take_indices, max_index = feature_take_indices(len(self.groups), indices)
-        groups = self.groups if torch.jit.is_scripting() or not stop_early else self.groups[:max_index + 1]
         shallow = self._stem(x)
-        t, feats = self._body(shallow, groups, take_indices, crop=(x.shape[-2], x.shape[-1]), norm=norm)
+        t, feats = self._body(shallow, (x.shape[-2], x.shape[-1]), take_indices,
+                              stop=max_index if stop_early else len(self.groups) - 1, norm=norm)
         if intermediates_only:
             return feats
         return self._tail(t, shallow), feats

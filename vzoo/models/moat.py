@@ -48,7 +48,8 @@ build time for one input shape, and needs maps divisible by the window); windows
 above (the release has neither). ``rel_pos=False`` builds the release's "no positional embedding" models.
 
 **Dense features.** ``forward_intermediates`` / ``features_only`` return the release's ``res2``–``res5``
-endpoints, i.e. GELU of each stage's output (``feature_act=False`` returns the raw stage outputs).
+endpoints, i.e. GELU of each stage's output (``feature_act=False`` returns the raw stage outputs);
+``feature_cls='fx'`` gives the same maps (the GELU is each stage's ``feature_act``, see :class:`MoatStage`).
 The classification path is unaffected.
 
 **Checkpoints.** The release's ImageNet checkpoints are TensorFlow (``.tar.gz`` of a TF1 checkpoint):
@@ -67,6 +68,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
 from timm.layers import DropPath, create_conv2d, register_notrace_function, register_notrace_module, trunc_normal_
 from timm.models import generate_default_cfgs, register_model
@@ -286,15 +288,27 @@ class MoatBlock(MBConvBlock):
 
 
 class MoatStage(nn.Module):
-    def __init__(self, blocks: List[nn.Module]):
+    """A stage's blocks; ``feature_act`` (the release's GELU of the ``res`` endpoints, or None) makes the
+    stage's feature, never the input of the next stage."""
+
+    def __init__(self, blocks: List[nn.Module], feature_act: bool = False):
         super().__init__()
         self.grad_checkpointing = False
         self.blocks = nn.Sequential(*blocks)
+        self.feature_act = nn.GELU() if feature_act else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.grad_checkpointing and not torch.jit.is_scripting():
-            return checkpoint_seq(self.blocks, x)
-        return self.blocks(x)
+            x = checkpoint_seq(self.blocks, x)
+        else:
+            x = self.blocks(x)
+        if not torch.jit.is_scripting():
+            if self.feature_act is not None and is_fx_symbolic_tracing():
+                # torch.fx takes a module's last node as its output, so feature_cls='fx' (feature point
+                # ``stages.{i}``) gets the GELU'd map forward_intermediates returns; forward discards it
+                # (fx drops it as dead code) and eager never computes it
+                self.feature_act(x)
+        return x
 
 
 class Stem(nn.Module):
@@ -423,10 +437,10 @@ class MOAT(PyramidNet):
                     blocks.append(MoatBlock(prev, embed_dims[i], stride, expansion, pool_size, dp, bn_eps, ln_eps,
                                             head_dim, win, rel_pos_sizes[i] if rel_pos else None, attn_backend, **dd))
                 prev, idx = embed_dims[i], idx + 1
-            stages.append(MoatStage(blocks))
+            stages.append(MoatStage(blocks, feature_act))
         self.init_stages(stages, embed_dims)
-        if feature_act:
-            self.feature_transforms = nn.ModuleList([nn.GELU() for _ in range(4)])
+        if feature_act:  # the stages' own GELUs (one module each): forward_intermediates applies them too
+            self.feature_transforms = nn.ModuleList([s.feature_act for s in stages])
         self.head_norm = nn.LayerNorm(embed_dims[-1], eps=ln_eps, **dd)
         self.init_head()
 
