@@ -16,17 +16,20 @@ Design (flash-attention style; no attention matrix and no gathered key/value ten
   inverse routing, a CSR list built on the device with ``argsort``/``bincount``), so every gradient is
   written once, without atomics (deterministic).
 
+The forward and the backward are the custom ops ``vzoo::bra_fwd`` (out, lse) and ``vzoo::bra_bwd`` (with fake
+implementations and the autograd wiring), so ``torch.compile`` keeps them whole in its graph.
+
 Tile sizes are autotuned on the GPU (``VZOO_BRA_TUNE=0``: one config). Triton is imported lazily; the
 kernels also run on the CPU under ``TRITON_INTERPRET=1`` (set before triton is first imported).
 """
 from __future__ import annotations
 
 import functools
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 
-from .runtime import LOG2E, cannot_run_triton, cdiv, interpreting, pow2_block, require
+from .runtime import LOG2E, cannot_run_triton, cdiv, empty_contiguous, interpreting, pow2_block, require
 
 __all__ = ["cannot_run", "bra_triton", "routing_csr"]
 
@@ -78,12 +81,17 @@ def _meta(q, T, D, DV):
                 DOT_F32=interpreting() and q.dtype == torch.bfloat16)
 
 
+def _empty_outputs(q, v, n_win, num_heads):
+    """Uninitialised ``(out, lse)`` of a forward (also the fake tensors of ``vzoo::bra_fwd``)."""
+    B, H, W = q.shape[:3]
+    return q.new_empty(B, H, W, v.shape[-1]), q.new_empty(B, num_heads, H, W, dtype=torch.float32)
+
+
 def _forward(q, k, v, idx, n_win, num_heads, scale):
     K = _kernels()
     B, H, W, RH, RW, T, D, DV = _geometry(q, v, n_win, num_heads)
     topk = idx.shape[-1]
-    o = torch.empty(B, H, W, num_heads * DV, device=q.device, dtype=q.dtype)
-    lse = torch.empty(B, num_heads, H, W, device=q.device, dtype=torch.float32)
+    o, lse = _empty_outputs(q, v=v, n_win=n_win, num_heads=num_heads)
     meta = _meta(q, T, D, DV)
     grid = (B * n_win * n_win * cdiv(T, meta["BLOCK_T"]), num_heads)
     K.bra_fwd[grid](q, k, v, o, lse, idx,
@@ -98,9 +106,7 @@ def _backward(q, k, v, o, lse, idx, do, n_win, num_heads, scale):
     topk = idx.shape[-1]
     do = do.contiguous()  # shares o's (contiguous) strides
     delta = (do.float() * o.float()).view(B, H, W, num_heads, DV).sum(-1).permute(0, 3, 1, 2).contiguous()
-    dq = torch.empty(B, H, W, num_heads * D, device=q.device, dtype=q.dtype)
-    dk = torch.empty(B, H, W, num_heads * D, device=q.device, dtype=q.dtype)
-    dv = torch.empty(B, H, W, num_heads * DV, device=q.device, dtype=q.dtype)
+    dq, dk, dv = empty_contiguous(q, k, v)
     meta = _meta(q, T, D, DV)
     strides = (*q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *do.stride()[:3], *lse.stride()[:3])
     geo = (n_win, RH, RW, T, topk, D, DV, scale * LOG2E, scale)
@@ -111,19 +117,49 @@ def _backward(q, k, v, o, lse, idx, do, n_win, num_heads, scale):
     return dq, dk, dv
 
 
-class _BRAFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q, k, v, idx, n_win, num_heads, scale):
-        o, lse = _forward(q, k, v, idx=idx, n_win=n_win, num_heads=num_heads, scale=scale)
-        ctx.save_for_backward(q, k, v, o, lse, idx)
-        ctx.geometry = dict(n_win=n_win, num_heads=num_heads, scale=scale)
-        return o
+# ---------------------------------------------------------------------------------------------------
+# custom ops: torch.compile sees opaque ops with fake implementations, never the launchers above
+# ---------------------------------------------------------------------------------------------------
+@torch.library.custom_op("vzoo::bra_fwd", mutates_args=())
+def _bra_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, idx: torch.Tensor, n_win: int, num_heads: int,
+             scale: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(out, lse)`` of routed attention; NHWC inputs with unit channel stride, int32 ``idx``."""
+    return _forward(q, k, v, idx=idx, n_win=n_win, num_heads=num_heads, scale=scale)
 
-    @staticmethod
-    def backward(ctx, do):
-        q, k, v, o, lse, idx = ctx.saved_tensors
-        dq, dk, dv = _backward(q, k, v, o=o, lse=lse, idx=idx, do=do, **ctx.geometry)
-        return dq, dk, dv, None, None, None, None
+
+@_bra_fwd.register_fake
+def _bra_fwd_fake(q, k, v, idx, n_win, num_heads, scale):
+    return _empty_outputs(q, v=v, n_win=n_win, num_heads=num_heads)
+
+
+@torch.library.custom_op("vzoo::bra_bwd", mutates_args=())
+def _bra_bwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tensor, lse: torch.Tensor,
+             idx: torch.Tensor, do: torch.Tensor, n_win: int, num_heads: int,
+             scale: float) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(dq, dk, dv)`` of routed attention."""
+    return _backward(q, k, v, o=o, lse=lse, idx=idx, do=do, n_win=n_win, num_heads=num_heads, scale=scale)
+
+
+@_bra_bwd.register_fake
+def _bra_bwd_fake(q, k, v, o, lse, idx, do, n_win, num_heads, scale):
+    return empty_contiguous(q, k, v)
+
+
+def _bra_setup_context(ctx, inputs, output):
+    q, k, v, idx, n_win, num_heads, scale = inputs
+    o, lse = output
+    ctx.save_for_backward(q, k, v, o, lse, idx)
+    ctx.geometry = dict(n_win=n_win, num_heads=num_heads, scale=scale)
+    ctx.mark_non_differentiable(lse)
+
+
+def _bra_backward(ctx, do, dlse):
+    q, k, v, o, lse, idx = ctx.saved_tensors
+    dq, dk, dv = _bra_bwd(q, k, v, o=o, lse=lse, idx=idx, do=do, **ctx.geometry)
+    return dq, dk, dv, None, None, None, None
+
+
+_bra_fwd.register_autograd(_bra_backward, setup_context=_bra_setup_context)
 
 
 def bra_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, r_idx: torch.Tensor, n_win: int,
@@ -133,6 +169,6 @@ def bra_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, r_idx: torch.T
     are read in place; ``H``, ``W`` divisible by ``n_win``). Returns a contiguous ``(B, H, W, dim)``."""
     require("bra_triton", cannot_run(device=q.device, dtype=q.dtype))
     idx = r_idx.to(torch.int32).contiguous()
-    # autograd.Function.apply takes its arguments by position only
-    return _BRAFunction.apply(_chan_contig(q), _chan_contig(k), _chan_contig(v), idx, int(n_win),
-                              int(num_heads), float(scale))
+    o, _ = _bra_fwd(_chan_contig(q), _chan_contig(k), _chan_contig(v), idx=idx, n_win=int(n_win),
+                    num_heads=int(num_heads), scale=float(scale))
+    return o

@@ -16,18 +16,21 @@ Design (flash-attention style, no attention matrix in global memory):
 * backward: ``dQ`` (and the rpb gradient, by atomics) in a query-tile kernel, ``dK, dV`` in a key-tile
   kernel that walks the queries that can see its keys; ``delta = rowsum(dO * O)`` precomputed.
 
+The forward and the backward are the custom ops ``vzoo::na_fwd`` (out, lse) and ``vzoo::na_bwd`` (with fake
+implementations and the autograd wiring), so ``torch.compile`` keeps them whole in its graph.
+
 Tile shapes and warps are autotuned per problem shape. Triton is imported lazily (never at vzoo import);
 the kernels also run on the CPU under ``TRITON_INTERPRET=1`` (set before triton is first imported).
 """
 from __future__ import annotations
 
 import functools
-from typing import Optional
+from typing import List, Optional, Tuple
 
 import torch
 
 from .geometry import window_bounds
-from .runtime import LOG2E, cannot_run_triton, cdiv, pow2_block, require
+from .runtime import LOG2E, cannot_run_triton, cdiv, empty_out_lse, pow2_block, require
 
 __all__ = ["cannot_run", "na_triton"]
 
@@ -84,7 +87,7 @@ def _kernels():
 
 
 # ---------------------------------------------------------------------------------------------------
-# launcher + autograd
+# launchers
 # ---------------------------------------------------------------------------------------------------
 def _geom(q, kernel, stride, dilation, causal):
     """The (rows, columns) host tables of a 2-D problem."""
@@ -108,11 +111,17 @@ def _strides(*tensors):
     return tuple(s for t in tensors for s in t.stride()[:4])
 
 
+def _empty_grads(q, k, v, rpb):
+    """Uninitialised ``[dq, dk, dv(, drpb)]`` (also the fake tensors of ``vzoo::na_bwd``); dq, dk, dv take
+    the (contiguous) inputs' strides, which the kernels write them with."""
+    grads = [torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)]
+    return grads if rpb is None else grads + [rpb.new_empty(rpb.shape)]
+
+
 def _forward(q, k, v, rpb, kernel, stride, dilation, causal, scale):
     K = _kernels()
     B, H, W, NH, C = q.shape
-    o = torch.empty(q.shape[:-1] + (v.shape[-1],), device=q.device, dtype=q.dtype)
-    lse = torch.empty(q.shape[:-1], device=q.device, dtype=torch.float32)
+    o, lse = empty_out_lse(q, v=v)
     TH, TW = _geom(q, kernel=kernel, stride=stride, dilation=dilation, causal=causal)
     sizes, rs, consts = _common(q, v=v, rpb=rpb, kernel=kernel, dilation=dilation, scale=scale)
     PH, PW = sizes["PH"], sizes["PW"]
@@ -129,7 +138,7 @@ def _backward(q, k, v, o, lse, do, rpb, kernel, stride, dilation, causal, scale)
     B, H, W, NH, C = q.shape
     do = do.contiguous()
     delta = (do.float() * o.float()).sum(-1).contiguous()
-    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    dq, dk, dv = _empty_grads(q, k=k, v=v, rpb=None)
     drpb = torch.zeros(rpb.shape, device=q.device, dtype=torch.float32) if rpb is not None else None
     TH, TW = _geom(q, kernel=kernel, stride=stride, dilation=dilation, causal=causal)
     sizes, rs, consts = _common(q, v=v, rpb=rpb, kernel=kernel, dilation=dilation, scale=scale)
@@ -151,22 +160,52 @@ def _backward(q, k, v, o, lse, do, rpb, kernel, stride, dilation, causal, scale)
     return dq, dk, dv, drpb
 
 
-class _NAFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q, k, v, rpb, kernel, stride, dilation, causal, scale):
-        o, lse = _forward(q, k, v, rpb=rpb, kernel=kernel, stride=stride, dilation=dilation, causal=causal,
-                          scale=scale)
-        ctx.save_for_backward(q, k, v, o, lse, rpb)
-        ctx.geometry = dict(kernel=kernel, stride=stride, dilation=dilation, causal=causal, scale=scale)
-        return o
+# ---------------------------------------------------------------------------------------------------
+# custom ops: torch.compile sees opaque ops with fake implementations, never the launchers above
+# ---------------------------------------------------------------------------------------------------
+@torch.library.custom_op("vzoo::na_fwd", mutates_args=())
+def _na_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rpb: Optional[torch.Tensor], kernel: List[int],
+            stride: List[int], dilation: List[int], causal: List[bool],
+            scale: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(out, lse)`` of 2-D neighborhood attention; contiguous ``(B, H, W, heads, C)`` inputs."""
+    return _forward(q, k, v, rpb=rpb, kernel=kernel, stride=stride, dilation=dilation, causal=causal, scale=scale)
 
-    @staticmethod
-    def backward(ctx, do):
-        q, k, v, o, lse, rpb = ctx.saved_tensors
-        dq, dk, dv, drpb = _backward(q, k, v, o=o, lse=lse, do=do, rpb=rpb, **ctx.geometry)
-        if drpb is not None:
-            drpb = drpb.to(rpb.dtype)
-        return dq, dk, dv, drpb, None, None, None, None, None
+
+@_na_fwd.register_fake
+def _na_fwd_fake(q, k, v, rpb, kernel, stride, dilation, causal, scale):
+    return empty_out_lse(q, v=v)
+
+
+@torch.library.custom_op("vzoo::na_bwd", mutates_args=())
+def _na_bwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tensor, lse: torch.Tensor,
+            do: torch.Tensor, rpb: Optional[torch.Tensor], kernel: List[int], stride: List[int], dilation: List[int],
+            causal: List[bool], scale: float) -> List[torch.Tensor]:
+    """``[dq, dk, dv]``, and ``drpb`` (in rpb's dtype) when there is an ``rpb``."""
+    dq, dk, dv, drpb = _backward(q, k, v, o=o, lse=lse, do=do, rpb=rpb, kernel=kernel, stride=stride,
+                                 dilation=dilation, causal=causal, scale=scale)
+    return [dq, dk, dv] if drpb is None else [dq, dk, dv, drpb.to(rpb.dtype)]
+
+
+@_na_bwd.register_fake
+def _na_bwd_fake(q, k, v, o, lse, do, rpb, kernel, stride, dilation, causal, scale):
+    return _empty_grads(q, k=k, v=v, rpb=rpb)
+
+
+def _na_setup_context(ctx, inputs, output):
+    q, k, v, rpb, kernel, stride, dilation, causal, scale = inputs
+    o, lse = output
+    ctx.save_for_backward(q, k, v, o, lse, rpb)
+    ctx.geometry = dict(kernel=kernel, stride=stride, dilation=dilation, causal=causal, scale=scale)
+    ctx.mark_non_differentiable(lse)
+
+
+def _na_backward(ctx, do, dlse):
+    q, k, v, o, lse, rpb = ctx.saved_tensors
+    grads = _na_bwd(q, k, v, o=o, lse=lse, do=do, rpb=rpb, **ctx.geometry)
+    return *grads, *[None] * (9 - len(grads))  # rpb's gradient is absent without an rpb
+
+
+_na_fwd.register_autograd(_na_backward, setup_context=_na_setup_context)
 
 
 def na_triton(q, k, v, kernel, stride, dilation, causal, scale, rpb=None):
@@ -184,6 +223,6 @@ def na_triton(q, k, v, kernel, stride, dilation, causal, scale, rpb=None):
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     if rpb is not None:
         rpb = rpb.contiguous()
-    # autograd.Function.apply takes its arguments by position only
-    o = _NAFunction.apply(q, k, v, rpb, tuple(kernel), tuple(stride), tuple(dilation), tuple(causal), float(scale))
+    o, _ = _na_fwd(q, k, v, rpb=rpb, kernel=list(kernel), stride=list(stride), dilation=list(dilation),
+                   causal=list(causal), scale=float(scale))
     return o.squeeze(1) if n == 1 else o

@@ -10,13 +10,14 @@ the window starts and the inverse ranges (the queries that see each key) come fr
 Each op is a gather: no ``k*k`` copy of the keys or values is ever formed, in either direction. One
 program handles a tile of positions of one dilation group and one (batch, head), and loops over the
 ``kh*kw`` neighbours (forward, and the weight gradient) or over the queries that see each of its keys
-(the key / value gradient, without atomics): see ``na_split_kernels``. Accumulation is in fp32.
+(the key / value gradient, without atomics): see ``na_split_kernels``. Accumulation is in fp32. The three
+gathers are the custom ops ``vzoo::na_dot``, ``vzoo::na_weighted_sum`` and ``vzoo::na_scatter_sum``.
 Triton is imported lazily; the kernels also run on the CPU under ``TRITON_INTERPRET=1``.
 """
 from __future__ import annotations
 
 import functools
-from typing import Optional
+from typing import List, Optional
 
 import torch
 
@@ -56,61 +57,76 @@ def _launch(kernel, first, second, out, kernel_size, dilation, channels):
     return out
 
 
-def _weighted_sum(weights, x, kernel_size, dilation):
+# Each gather is one custom op (torch.compile sees opaque ops with fake implementations, never the launcher);
+# the gradients of ``dot`` and ``weighted_sum`` are gathers again: na2d_qk is ``dot(q, k)``, na2d_av is
+# ``weighted_sum(attn, v)``. Inputs and outputs are contiguous ``(B, H, W, heads, ...)``.
+@torch.library.custom_op("vzoo::na_weighted_sum", mutates_args=())
+def _weighted_sum(weights: torch.Tensor, x: torch.Tensor, kernel_size: List[int],
+                  dilation: List[int]) -> torch.Tensor:
     """``out[q] = sum_j weights[q, j] * x[nb(q, j)]``."""
-    out = torch.empty(weights.shape[:-1] + x.shape[-1:], device=x.device, dtype=x.dtype)
+    out = _weighted_sum_fake(weights, x=x, kernel_size=kernel_size, dilation=dilation)
     return _launch(_kernels().nb_weighted_sum, weights, x, out, kernel_size, dilation, x.shape[-1])
 
 
-def _dot(a, x, kernel_size, dilation):
+@_weighted_sum.register_fake
+def _weighted_sum_fake(weights, x, kernel_size, dilation):
+    """The uninitialised output (the fake tensor, and the real op's allocation)."""
+    return x.new_empty(weights.shape[:-1] + x.shape[-1:])
+
+
+@torch.library.custom_op("vzoo::na_dot", mutates_args=())
+def _dot(a: torch.Tensor, x: torch.Tensor, kernel_size: List[int], dilation: List[int]) -> torch.Tensor:
     """``s[q, j] = a[q] . x[nb(q, j)]``."""
-    out = torch.empty(a.shape[:-1] + (kernel_size[0] * kernel_size[1],), device=a.device, dtype=a.dtype)
+    out = _dot_fake(a, x=x, kernel_size=kernel_size, dilation=dilation)
     return _launch(_kernels().nb_dot, a, x, out, kernel_size, dilation, a.shape[-1])
 
 
-def _scatter_sum(weights, y, kernel_size, dilation):
+@_dot.register_fake
+def _dot_fake(a, x, kernel_size, dilation):
+    """The uninitialised output (the fake tensor, and the real op's allocation)."""
+    return a.new_empty(a.shape[:-1] + (kernel_size[0] * kernel_size[1],))
+
+
+@torch.library.custom_op("vzoo::na_scatter_sum", mutates_args=())
+def _scatter_sum(weights: torch.Tensor, y: torch.Tensor, kernel_size: List[int],
+                 dilation: List[int]) -> torch.Tensor:
     """``out[p] = sum over (q, j) with nb(q, j) = p of weights[q, j] * y[q]``."""
-    out = torch.empty_like(y)
+    out = _scatter_sum_fake(weights, y=y, kernel_size=kernel_size, dilation=dilation)
     return _launch(_kernels().nb_scatter_sum, weights, y, out, kernel_size, dilation, y.shape[-1])
 
 
-# op -> (forward, gradient of the first input, gradient of the second input) as gathers of
-# (first, second, incoming gradient): each direction is one of the three kernels
-_OPS = {
-    "qk": (lambda q, k: (_dot, q, k), lambda q, k, ds: (_weighted_sum, ds, k), lambda q, k, ds: (_scatter_sum, ds, q)),
-    "av": (lambda a, v: (_weighted_sum, a, v), lambda a, v, do: (_dot, do, v), lambda a, v, do: (_scatter_sum, a, do)),
-}
+@_scatter_sum.register_fake
+def _scatter_sum_fake(weights, y, kernel_size, dilation):
+    """The uninitialised output (the fake tensor, and the real op's allocation)."""
+    return torch.empty_like(y)
 
 
-class _SplitOp(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, first, second, kernel_size, dilation, op):
-        ctx.save_for_backward(first, second)
-        ctx.geometry, ctx.op = (kernel_size, dilation), op
-        fn, x, y = _OPS[op][0](first, second)
-        return fn(x, y, kernel_size, dilation)
+def _setup_context(ctx, inputs, output):
+    first, second, kernel_size, dilation = inputs
+    ctx.save_for_backward(first, second)
+    ctx.geometry = dict(kernel_size=kernel_size, dilation=dilation)
 
-    @staticmethod
+
+def _register_autograd(op, gradients):
+    """``gradients(first, second, grad)``: the (gather, its two inputs) that gives each input's gradient."""
     def backward(ctx, grad):
-        first, second = ctx.saved_tensors
-        grad = grad.contiguous()
-        grads = []
-        for i in (0, 1):
-            if ctx.needs_input_grad[i]:
-                fn, x, y = _OPS[ctx.op][1 + i](first, second, grad)
-                grads.append(fn(x, y, *ctx.geometry))
-            else:
-                grads.append(None)
-        return grads[0], grads[1], None, None, None
+        calls = gradients(*ctx.saved_tensors, grad.contiguous())
+        return (*(fn(x, y, **ctx.geometry) if ctx.needs_input_grad[i] else None for i, (fn, x, y) in enumerate(calls)),
+                None, None)
+    op.register_autograd(backward, setup_context=_setup_context)
+
+
+_register_autograd(_dot, lambda a, x, grad: ((_weighted_sum, grad, x), (_scatter_sum, grad, a)))
+_register_autograd(_weighted_sum, lambda weights, x, grad: ((_dot, grad, x), (_scatter_sum, weights, grad)))
 
 
 def na_qk_triton(q, k, kernel, dilation):
     """Scores ``(B, H, W, heads, kh*kw)`` of :func:`vzoo.layers.na2d_qk` (arguments checked by the front)."""
     require("na_qk_triton", cannot_run(device=q.device, dtype=q.dtype, spatial_dims=q.dim() - 3))
-    return _SplitOp.apply(q.contiguous(), k.contiguous(), tuple(kernel), tuple(dilation), "qk")
+    return _dot(q.contiguous(), k.contiguous(), kernel_size=list(kernel), dilation=list(dilation))
 
 
 def na_av_triton(attn, v, kernel, dilation):
     """``(B, H, W, heads, C)`` weighted neighbour sums of :func:`vzoo.layers.na2d_av`."""
     require("na_av_triton", cannot_run(device=v.device, dtype=v.dtype, spatial_dims=v.dim() - 3))
-    return _SplitOp.apply(attn.contiguous(), v.contiguous(), tuple(kernel), tuple(dilation), "av")
+    return _weighted_sum(attn.contiguous(), v.contiguous(), kernel_size=list(kernel), dilation=list(dilation))

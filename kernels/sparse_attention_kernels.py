@@ -90,10 +90,10 @@ def sparse_fwd(Q, K, V, IDX, KMASK, O, LSE,
 @triton.autotune(configs=configs(), key=KEY)
 @triton.jit
 def sparse_bwd_dq(Q, K, V, IDX, KMASK, DO, LSE, DELTA, DQ,
-                  sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sob, soh, son, sib, sih, sin,
+                  sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sob, soh, son, sib, sih, sin, sgb, sgh, sgn,
                   H, NQ, NK, KSEL, D, DV, scale_log2, scale,
                   HAS_MASK: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, BLOCK_K: tl.constexpr):
-    # DO shares O's strides (sob, soh, son); DQ shares Q's; LSE, DELTA are contiguous (B, H, NQ)
+    # DO shares O's strides (sob, soh, son); DQ has its own (sgb, sgh, sgn); LSE, DELTA are contiguous (B, H, NQ)
     b, h, i = _row(tl.program_id(0), H, NQ)
     c = tl.arange(0, BLOCK_D)
     cv = tl.arange(0, BLOCK_DV)
@@ -110,17 +110,17 @@ def sparse_bwd_dq(Q, K, V, IDX, KMASK, DO, LSE, DELTA, DQ,
         p = tl.where(live, tl.exp2(tl.sum(kt * q[None, :], 1) * scale_log2 - lse), 0.0)
         ds = p * (tl.sum(vt * do[None, :], 1) - delta)
         dq += tl.sum(ds[:, None] * kt, 0)
-    tl.store(DQ + b * sqb + h * sqh + i * sqn + c, (dq * scale).to(DQ.dtype.element_ty), mask=c < D)
+    tl.store(DQ + b * sgb + h * sgh + i * sgn + c, (dq * scale).to(DQ.dtype.element_ty), mask=c < D)
 
 
 @triton.autotune(configs=configs(), key=KEY)
 @triton.jit
 def sparse_bwd_dkv(Q, K, V, KMASK, DO, LSE, DELTA, DK, DV_, OFF, QROW,
-                   sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sob, soh, son,
+                   sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sob, soh, son, sdkb, sdkh, sdkn, sdvb, sdvh, sdvn,
                    H, NQ, NK, KSEL, D, DV, scale_log2, scale,
                    HAS_MASK: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, BLOCK_K: tl.constexpr):
     # one program = one key of one (batch, head); it walks the queries that chose it: OFF (B*H, NK + 1) and
-    # QROW (B*H, NQ*KSEL) are a CSR list per (batch, head). DK shares K's strides, DV_ V's.
+    # QROW (B*H, NQ*KSEL) are a CSR list per (batch, head). DK, DV_ have their own strides.
     b, h, n = _row(tl.program_id(0), H, NK)
     c = tl.arange(0, BLOCK_D)
     cv = tl.arange(0, BLOCK_DV)
@@ -146,5 +146,5 @@ def sparse_bwd_dkv(Q, K, V, KMASK, DO, LSE, DELTA, DK, DV_, OFF, QROW,
         dv += tl.sum(p[:, None] * dot, 0)
         ds = p * (tl.sum(dot * v[None, :], 1) - delta)
         dk += tl.sum(ds[:, None] * qt, 0)
-    tl.store(DK + b * skb + h * skh + n * skn + c, (dk * scale).to(DK.dtype.element_ty), mask=c < D)
-    tl.store(DV_ + b * svb + h * svh + n * svn + cv, dv.to(DV_.dtype.element_ty), mask=cv < DV)
+    tl.store(DK + b * sdkb + h * sdkh + n * sdkn + c, (dk * scale).to(DK.dtype.element_ty), mask=c < D)
+    tl.store(DV_ + b * sdvb + h * sdvh + n * sdvn + cv, dv.to(DV_.dtype.element_ty), mask=cv < DV)
