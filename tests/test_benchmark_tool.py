@@ -212,3 +212,77 @@ def test_na_suite_states_threads_and_times_each_dispatch_path():
     assert [r["backend"] for r in rows] == ["torch", "torch:tiled", "torch:dense", "torch:window", "sdpa"]
     assert all(r["threads"] == 1 and r["fwd_ms"] > 0 and r["fwdbwd_ms"] > 0 for r in rows)
     assert all(r["x_vs_sdpa"] > 0 and r["fwdbwd_x_vs_sdpa"] > 0 for r in rows[:-1])
+
+
+# --- na suite: useful work, throughput columns and the device roof (issue 20 item 4) ---
+
+@pytest.mark.parametrize("shape, kernel, stride, dilation, causal", [
+    ((4, 4), (3, 3), (1, 1), (1, 1), (False, False)),
+    ((7, 5), (3, 5), (2, 1), (2, 1), (False, False)),  # stride, dilation, a group shorter than the map
+    ((8, 7), (3, 3), (3, 3), (1, 1), (False, False)),  # windows that do not tile the map
+    ((6, 5), (3, 3), (1, 2), (1, 1), (True, False)),  # causal: fewer keys near the start
+])
+def test_na_pairs_match_the_brute_force_neighbourhood_mask(shape, kernel, stride, dilation, causal):
+    import torch
+    from vzoo.benchmarks.na import na_pairs
+    from vzoo.layers._na_torch import _axis_pair_mask
+    masks = [_axis_pair_mask(*axis)[0] for axis in zip(shape, kernel, stride, dilation, causal)]
+    full = (masks[0][:, None, :, None] & masks[1][None, :, None, :]).reshape(torch.Size(shape).numel(), -1)
+    assert na_pairs(shape, kernel, stride, dilation, causal) == int(full.sum())
+
+
+def test_na_useful_work_on_a_hand_computed_case():
+    from vzoo.benchmarks.na import useful_work
+    # B=1, 4x4 map, k=3, 1 head x 2 dims, fp32: 16 queries x 9 keys = 144 pairs
+    w = useful_work(batch=1, shape=(4, 4), heads=1, dim_qk=2, dim_v=2, kernel=(3, 3), stride=(1, 1),
+                    dilation=(1, 1), itemsize=4)
+    assert w["fwd_flops"] == 2 * 144 * (2 + 2) == 1152  # Q K^T and P V
+    assert w["fwdbwd_flops"] == 2 * 144 * (4 * 2 + 3 * 2) == 3.5 * 1152  # + recompute, dV, dP, dQ, dK
+    assert w["fwd_bytes"] == 16 * 4 * 2 * 4 and w["fwdbwd_bytes"] == 2 * w["fwd_bytes"]  # Q, K, V, O (+ grads)
+
+
+def test_device_roof_lookup_and_the_issue_s_na_roofs():
+    from vzoo.benchmarks._timing import device_roof, roof_flops
+    from vzoo.benchmarks.na import throughput_columns, useful_work
+    h100, h200 = device_roof("NVIDIA H100 80GB HBM3"), device_roof("NVIDIA H200")
+    assert (h100["device"], h100["bytes_per_s"], h100["flops"]) == ("H100 SXM", 3.35e12, 989e12)
+    assert (h200["device"], h200["bytes_per_s"], h200["flops"]) == ("H200 SXM", 4.8e12, 989e12)
+    assert all(device_roof(n) is None for n in ("NVIDIA H100 PCIe", "NVIDIA H200 NVL", "NVIDIA A100-SXM4-80GB",
+                                                "CPU x86_64, 1 threads"))
+    # issue 20: bf16 NA does k^2 / 2 FLOP per byte; roofs 82 / 118 TFLOP/s at k=7, 283 / 406 at k=13
+    for k, expected in ((7, (82, 118)), (13, (283, 406))):
+        w = useful_work(batch=8, shape=(64, 64), heads=4, dim_qk=64, dim_v=64, kernel=(k, k), stride=(1, 1),
+                        dilation=(1, 1), itemsize=2)
+        got = [roof_flops(r, w["fwd_flops"], w["fwd_bytes"]) / 1e12 for r in (h100, h200)]
+        assert [round(x) for x in got] == list(expected)
+        # a forward at exactly the roof's time reads 100% of it; the column is absent without a timing
+        cols = throughput_columns({"fwd_ms": w["fwd_flops"] / (got[0] * 1e12) * 1e3}, w, h100)
+        assert abs(cols["fwd_pct_roof"] - 100) < 1e-9 and abs(cols["fwd_tflops"] - got[0]) < 1e-9
+        assert "fwdbwd_tflops" not in cols
+    w = useful_work(batch=1, shape=(64, 64), heads=1, dim_qk=64, dim_v=64, kernel=(63, 63), stride=(1, 1),
+                    dilation=(1, 1), itemsize=2)
+    assert roof_flops(h100, w["fwd_flops"], w["fwd_bytes"]) == 989e12  # large kernels: compute-bound
+
+
+def test_na_tool_prints_throughput_columns_and_why_natten_fna_did_not_run(tmp_path):
+    import json
+    import natten
+    from vzoo.benchmarks.na import useful_work
+    cmd = [sys.executable, str(ROOT / "tools" / "benchmark.py"), "na", "--cases", "tiny", "--backends", "torch",
+           "natten-fna", "sdpa", "--device", "cpu", "--threads", "1", "--bwd", "--iters", "1", "--warmup", "0",
+           "--json", str(tmp_path / "r.json")]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    header = next(line for line in r.stdout.splitlines() if line.startswith("| case "))
+    for col in ("fwd_tflops", "fwdbwd_tflops", "fwd_gbps", "fwdbwd_gbps", "fwd_ms", "x_vs_sdpa"):
+        assert f" {col} " in header
+    assert "pct_roof" not in header  # no roof for a CPU
+    rows = {row["backend"]: row for row in json.loads((tmp_path / "r.json").read_text())["rows"]}
+    w = useful_work(batch=1, shape=(12, 10), heads=2, dim_qk=8, dim_v=8, kernel=(5, 5), stride=(1, 1),
+                    dilation=(2, 2), itemsize=4)
+    for be in ("torch", "sdpa"):  # both credited with the same useful NA work
+        assert rows[be]["fwd_tflops"] == pytest.approx(w["fwd_flops"] / rows[be]["fwd_ms"] / 1e9)
+        assert rows[be]["fwdbwd_gbps"] == pytest.approx(w["fwdbwd_bytes"] / rows[be]["fwdbwd_ms"] / 1e6)
+    if not natten.HAS_LIBNATTEN:
+        assert "natten has no compiled backends here" in rows["natten-fna"]["note"]
+        assert "fwd_ms" not in rows["natten-fna"]

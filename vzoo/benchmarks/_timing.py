@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 import statistics
 import sys
 import time
@@ -21,7 +22,15 @@ from typing import Callable, Optional
 
 import torch
 
-__all__ = ["measure", "best_of_rounds", "set_threads", "device_name", "progress", "add_timing_arguments"]
+__all__ = ["measure", "best_of_rounds", "set_threads", "device_name", "device_roof", "roof_flops", "progress",
+           "add_timing_arguments"]
+
+# (pattern of torch.cuda.get_device_name, device, peak memory bandwidth in bytes/s, dense bf16/fp16 tensor-core
+# FLOP/s), from NVIDIA's data sheets. Only the SXM parts: a PCIe or NVL board has other peaks, so it gets no roof.
+DEVICE_ROOFS = (
+    (r"H200(?!.*NVL)", "H200 SXM", 4.8e12, 989e12),
+    (r"H100.*(SXM|HBM3)", "H100 SXM", 3.35e12, 989e12),
+)
 
 
 def _proc_status_kb(field: str) -> Optional[int]:
@@ -104,6 +113,21 @@ def device_name(device="cpu") -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+
+
+def device_roof(name: str) -> Optional[dict]:
+    """The roof of a device named as ``torch.cuda.get_device_name`` names it: ``dict(device, bytes_per_s, flops)``
+    (16-bit dense peaks), or ``None`` where it is not in :data:`DEVICE_ROOFS` (the CPU, other GPUs)."""
+    for pattern, device, bytes_per_s, flops in DEVICE_ROOFS:
+        if re.search(pattern, name):
+            return dict(device=device, bytes_per_s=bytes_per_s, flops=flops)
+    return None
+
+
+def roof_flops(roof: dict, flops: float, bytes_moved: float) -> float:
+    """Attainable FLOP/s of a kernel that does ``flops`` on ``bytes_moved`` bytes (the roofline):
+    ``min(peak FLOP/s, arithmetic intensity x peak bandwidth)``."""
+    return min(roof["flops"], flops / bytes_moved * roof["bytes_per_s"])
 
 
 def progress(row: dict) -> dict:
