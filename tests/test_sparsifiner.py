@@ -87,6 +87,49 @@ def test_token_pruning_zeroes_tokens_and_refuses_feature_maps():
                           token_keep_rate_base=0.7)
 
 
+# 65 tokens: 10 basis tokens, so the predictor's top-8 of the basis coefficients runs too
+GRAPH = dict(img_size=64, patch_size=8)
+GRAPH_VARIANTS = {"top-k": {}, "pruned": dict(token_pruning_loc=(1,), token_keep_rate_base=0.5),
+                  "threshold, pruned rows": dict(attn_score_topk=False, prune_attn_matrix_row=True,
+                                                 token_pruning_loc=(1,), token_keep_rate_base=0.5)}
+
+
+@pytest.mark.parametrize("variant", list(GRAPH_VARIANTS))
+def test_torchscript_matches_eager(variant):
+    """TorchScript compiles the masked dense computation (the sparse op's front is Python) and torch.topk:
+    eager's outputs, token pruning and the threshold rule included."""
+    torch.manual_seed(0)
+    with timm.set_scriptable(True):
+        m = _sparsifiner(**GRAPH, **GRAPH_VARIANTS[variant])
+    scripted = torch.jit.script(m)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), m(x), rtol=1e-5, atol=1e-5)
+
+
+def test_exported_graphs_choose_keys_from_their_input(tmp_path):
+    """ONNX (onnxruntime) and torch.export record the key choice (TopK), not the traced input's keys as
+    constants: both give eager's outputs on another input too."""
+    import onnx
+    import onnxruntime as ort
+    sys.path.insert(0, str(ROOT / "tools"))
+    import export  # tools/export.py
+
+    torch.manual_seed(0)
+    m = _sparsifiner(**GRAPH)
+    traced_x, other_x = torch.randn(2, 1, 3, 64, 64)
+    path = export.export_onnx(m, traced_x, str(tmp_path / "sparsifiner.onnx"))
+    assert "TopK" in {n.op_type for n in onnx.load(path).graph.node}
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        program = torch.export.export(m, (traced_x,)).module()
+        for x in (traced_x, other_x):
+            ref = m(x)
+            out = torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
+            assert (out - ref).abs().max() / ref.abs().max() < 1e-4
+            torch.testing.assert_close(program(x), ref, rtol=1e-5, atol=1e-5)
+
+
 def test_topk_indices_chooses_what_torch_topk_chooses():
     """The CPU fast path (numpy argpartition) gives torch.topk's sets, ties and NaN rows included."""
     from vzoo.layers.connectivity import topk_indices

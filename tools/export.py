@@ -6,9 +6,11 @@
 
 ONNX goes through the TorchScript-tracing exporter (``torch.onnx.export(..., dynamo=False)``) at opset 17:
 the trace runs the model's eager Python, so the op fronts (neighborhood attention, routing attention) take
-their torch path on the CPU and land in the graph as standard ONNX ops (MatMul, Softmax, Gather, ...). The
-graph is fixed to the traced input size (``--img-size``); window and padding arithmetic is resolved at that
-size. ``torch-export`` writes ``torch.export.save`` of ``torch.export.export(model, (x,))`` at that size.
+their torch path on the CPU and land in the graph as standard ONNX ops (MatMul, Softmax, Gather, ...);
+Sparsifiner's attention, whose key sets depend on the data, is recorded as its release's masked dense form
+(TopK, ScatterElements, Softmax, MatMul; :func:`vzoo.layers.capturing_graph`). The graph is fixed to the
+traced input size (``--img-size``); window and padding arithmetic is resolved at that size.
+``torch-export`` writes ``torch.export.save`` of ``torch.export.export(model, (x,))`` at that size.
 """
 import argparse
 import os

@@ -25,7 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 from timm.layers import trunc_normal_
 
-__all__ = ["ConnectivityPredictor", "Connectivity", "topk_indices"]
+from .sparse_attention import capturing_graph
+
+__all__ = ["ConnectivityPredictor", "Connectivity", "topk_indices", "zero_pruned_tokens"]
 
 
 class Connectivity(NamedTuple):
@@ -48,12 +50,27 @@ def topk_indices(x: torch.Tensor, k: int) -> torch.Tensor:
     384²). The two break exact ties at the k-th value differently (softmax coefficients of near-uniform rows
     do tie in float32: one row in ~2,000 in ``tools/parity.py sparsifiner``, enough for a 5e-4 relative
     difference in the logits), so every row where the k-th value is not strictly above the rest (or holds
-    a NaN) is chosen again by ``torch.topk`` itself. CUDA, TorchScript and torch.compile use torch.topk.
+    a NaN) is chosen again by ``torch.topk`` itself. CUDA, TorchScript, torch.compile and graph capture
+    (tracing, ONNX, torch.export: :func:`~vzoo.layers.capturing_graph`) use torch.topk (TopK in ONNX).
     """
     if not torch.jit.is_scripting():  # (TorchScript skips this block: numpy cannot be scripted)
-        if x.device.type == "cpu" and not torch.compiler.is_compiling() and k < x.shape[-1]:
+        # nor traced: it would become a constant
+        if x.device.type == "cpu" and not torch.compiler.is_compiling() and not capturing_graph() \
+                and k < x.shape[-1]:
             return _topk_indices_numpy(x, k)
     return torch.topk(x, k, sorted=False)[1]
+
+
+def zero_pruned_tokens(x: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
+    """``x`` ``(B, heads, N, C)`` with the image tokens that ``token_mask`` ``(B, N - 1)`` marks False (pruned)
+    zeroed; the class token (first) is kept, as in the release."""
+    return torch.cat([x[:, :, :1], x[:, :, 1:].masked_fill(~token_mask[:, None, :, None], 0.)], dim=2)
+
+
+def _threshold(x: torch.Tensor, threshold: float) -> torch.Tensor:
+    """``F.threshold(x, threshold, 0.)`` (entries at or below ``threshold`` become 0), written as a masked fill:
+    ONNX export has no ``threshold`` with a non-zero threshold."""
+    return x.masked_fill(x <= threshold, 0.)
 
 
 def _topk_indices_numpy(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -138,20 +155,18 @@ class ConnectivityPredictor(nn.Module):
         lin = self.proj_c_k
         k = F.linear(k.float(), lin.weight.float(), lin.bias.float())
         if token_mask is not None:
-            live = token_mask[:, None, :, None]
-            q = torch.cat([q[:, :, :1], q[:, :, 1:].masked_fill(~live, 0.)], dim=2)
-            k = torch.cat([k[:, :, :1], k[:, :, 1:].masked_fill(~live, 0.)], dim=2)
+            q, k = zero_pruned_tokens(q, token_mask), zero_pruned_tokens(k, token_mask)
         k = k.permute(0, 1, 3, 2) @ self.proj_n.float()  # (B, heads, c, basis tokens)
         basis = self._basis_out().float().permute(1, 0)
         if not reconstruct:
-            basis = F.threshold(basis.abs(), self.basis_threshold, 0.)
+            basis = _threshold(basis.abs(), self.basis_threshold)
         coef = ((q @ k) * self.scale)[:, :, 1:].softmax(dim=-1)  # (B, heads, N - 1, basis tokens)
         if not reconstruct:
             if self.basis_coef_topk and self.basis_coef_topk < coef.shape[-1]:  # (no fewer basis tokens: keep all)
                 top_idx = topk_indices(coef, self.basis_coef_topk)
                 coef = torch.zeros_like(coef).scatter_(-1, top_idx, coef.gather(-1, top_idx))
             elif self.basis_coef_threshold > 0:
-                coef = F.threshold(coef, self.basis_coef_threshold, 0.)
+                coef = _threshold(coef, self.basis_coef_threshold)
         return coef @ basis
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, token_mask: Optional[torch.Tensor] = None,

@@ -37,7 +37,8 @@ from vzoo.kernels.sparse_attention import sparse_attention_triton
 
 from ._backend import SPARSE_BACKENDS, choose_backend
 
-__all__ = ["sparse_attention", "masked_dense_attention", "softmax_with_policy", "indices_to_mask"]
+__all__ = ["sparse_attention", "masked_dense_attention", "masked_attention_weights", "softmax_with_policy",
+           "indices_to_mask", "capturing_graph"]
 
 DEFAULT_TILE = 64  # query rows per BLAS tile of the torch path (32..256 measured alike at N = 577)
 
@@ -45,10 +46,19 @@ DEFAULT_TILE = 64  # query rows per BLAS tile of the torch path (32..256 measure
 # ---------------------------------------------------------------------------------------------------
 # the release's masked dense computation (the reference)
 # ---------------------------------------------------------------------------------------------------
+def capturing_graph() -> bool:
+    """Whether the running forward is being recorded as a graph for deployment: the TorchScript tracer (and
+    the ONNX exporter built on it) or ``torch.export`` (and the dynamo ONNX exporter). Data-dependent code
+    (numpy's key choice, the sparse op's per-tile plan) is then replaced by graph ops. Not scriptable: call
+    it inside ``if not torch.jit.is_scripting():``, whose body TorchScript does not compile."""
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting()
+
+
 def indices_to_mask(indices: torch.Tensor, num_keys: int, key_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
     """The boolean ``(B, heads, Nq, num_keys)`` connectivity of ``indices`` (and ``key_mask``)."""
-    mask = torch.zeros(*indices.shape[:-1], num_keys, dtype=torch.bool, device=indices.device)
-    mask.scatter_(-1, indices.long(), True)
+    mask = torch.zeros(list(indices.shape[:-1]) + [num_keys], dtype=torch.bool, device=indices.device)
+    # a tensor of True, not the scalar True: the tracer (ONNX export) has no scatter_ of a bool scalar
+    mask.scatter_(-1, indices.long(), torch.ones(indices.shape, dtype=torch.bool, device=indices.device))
     if key_mask is not None:
         mask &= key_mask[:, None, None, :]
     return mask
@@ -63,19 +73,24 @@ def softmax_with_policy(attn: torch.Tensor, policy: torch.Tensor, eps: float = 1
     return ((weights + eps / n) / (weights.sum(dim=-1, keepdim=True) + eps)).type_as(attn)
 
 
-def masked_dense_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask: torch.Tensor,
-                           scale: Optional[float] = None, policy_eps: Optional[float] = None,
-                           return_attn: bool = False):
-    """The release's attention under a connectivity mask ``attn_mask`` ``(B, heads, Nq, Nk)`` (bool or 0/1):
-    scores masked to ``-inf``, softmax, ``nan_to_num`` (rows with no key give zeros), times ``value``; with
-    ``policy_eps`` the softmax is :func:`softmax_with_policy` instead. ``return_attn``: also the weights."""
+def masked_attention_weights(query: torch.Tensor, key: torch.Tensor, attn_mask: torch.Tensor,
+                             scale: Optional[float] = None, policy_eps: Optional[float] = None) -> torch.Tensor:
+    """The release's attention weights under a connectivity mask ``attn_mask`` ``(B, heads, Nq, Nk)`` (bool or
+    0/1): scores masked to ``-inf``, softmax, ``nan_to_num`` (rows with no key give zeros); with ``policy_eps``
+    the softmax is :func:`softmax_with_policy` instead. Standard ops only (TorchScript, ONNX)."""
     if scale is None:
         scale = query.shape[-1] ** -0.5
     attn = (query @ key.transpose(-2, -1)) * scale
     if policy_eps is not None:
-        attn = softmax_with_policy(attn, attn_mask, eps=policy_eps)
-    else:
-        attn = torch.nan_to_num(attn.masked_fill(~attn_mask.bool(), float("-inf")).softmax(dim=-1))
+        return softmax_with_policy(attn, attn_mask, eps=policy_eps)
+    return torch.nan_to_num(attn.masked_fill(~attn_mask.to(torch.bool), float("-inf")).softmax(dim=-1))
+
+
+def masked_dense_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask: torch.Tensor,
+                           scale: Optional[float] = None, policy_eps: Optional[float] = None,
+                           return_attn: bool = False):
+    """:func:`masked_attention_weights` times ``value``; ``return_attn``: also the weights."""
+    attn = masked_attention_weights(query, key, attn_mask, scale=scale, policy_eps=policy_eps)
     out = attn @ value
     return (out, attn) if return_attn else out
 

@@ -26,18 +26,18 @@ from __future__ import annotations
 
 import math
 from functools import partial
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from timm.layers import Attention, register_notrace_module, to_2tuple
-from timm.models import generate_default_cfgs, register_model
+from timm.models import checkpoint_seq, generate_default_cfgs, register_model
 from timm.models.vision_transformer import Block, VisionTransformer
 from timm.models.vision_transformer import checkpoint_filter_fn as _vit_checkpoint_filter_fn
 
-from vzoo.layers.connectivity import ConnectivityPredictor
-from vzoo.layers.sparse_attention import indices_to_mask, masked_dense_attention, sparse_attention
+from vzoo.layers.connectivity import ConnectivityPredictor, zero_pruned_tokens
+from vzoo.layers.sparse_attention import capturing_graph, indices_to_mask, masked_attention_weights, sparse_attention
 from ._builder import build_vzoo_model, vzoo_cfg
 from .lvvit import LvViTMixin
 from ._token_vit import TokenDroppingViT, load_release_checkpoint, release_file_overlay
@@ -73,9 +73,13 @@ class SparsifinerAttention(Attention):
         return self.forward_tokens(x)[0]
 
     def forward_tokens(self, x: torch.Tensor, token_mask: Optional[torch.Tensor] = None,
-                       num_live_tokens: Optional[int] = None):
+                       num_live_tokens: Optional[int] = None
+                       ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
         """``x`` (B, N, C) -> (output (B, N, C), the predictor's low-rank attention (B, heads, N - 1, N),
-        the class token's attention to the image tokens (B, heads, N - 1), or None in reconstruction)."""
+        the class token's attention to the image tokens (B, heads, N - 1), or None in reconstruction).
+
+        TorchScript and graph capture (tracing, ONNX, torch.export) compute the masked dense attention: the
+        sparse op's index plan is data-dependent Python; the two agree to ~1e-6 (``tools/parity.py``)."""
         B, N, C = x.shape
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
@@ -86,24 +90,33 @@ class SparsifinerAttention(Attention):
             x = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
         else:
             if token_mask is not None:  # pruned tokens' queries, keys and values are zeroed, as in the release
-                live = token_mask[:, None, :, None]
-                q, k, v = (torch.cat([t[:, :, :1], t[:, :, 1:].masked_fill(~live, 0.)], dim=2) for t in (q, k, v))
+                q, k, v = (zero_pruned_tokens(q, token_mask), zero_pruned_tokens(k, token_mask),
+                           zero_pruned_tokens(v, token_mask))
             conn = self.mask_predictor(q, k, token_mask=token_mask, num_live_tokens=num_live_tokens)
-            approx = conn.approx_attn
-            if self.masked_dense or conn.indices is None:
-                mask = conn.mask if conn.indices is None else indices_to_mask(conn.indices, N)
+            approx, indices = conn.approx_attn, conn.indices
+            out: Optional[torch.Tensor] = None
+            if not torch.jit.is_scripting():  # (TorchScript compiles only the masked dense computation)
+                if indices is not None and not self.masked_dense and not capturing_graph():
+                    cls_p = ((q[:, :, :1] @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1)
+                    out = sparse_attention(q[:, :, 1:], k, v, indices, scale=self.scale, backend=self.backend)
+                    if self.prune_attn_matrix_row and token_mask is not None:
+                        out = out * token_mask[:, None, :, None].to(out.dtype)
+                    out = torch.cat([cls_p @ v, out], dim=2)
+                    cls_attn = cls_p[:, :, 0, 1:]
+            if out is None:
+                if indices is None:  # the threshold rule gives a mask
+                    threshold_mask = conn.mask
+                    assert threshold_mask is not None  # (TorchScript's Optional refinement)
+                    mask = threshold_mask
+                else:
+                    mask = indices_to_mask(indices, N)
                 if self.prune_attn_matrix_row and token_mask is not None:
                     mask = mask & token_mask[:, None, :, None]
-                mask = torch.cat([mask.new_ones(B, self.num_heads, 1, N), mask], dim=2)
-                x, attn = masked_dense_attention(q, k, v, mask, scale=self.scale, return_attn=True)
+                mask = torch.cat([mask.new_ones((B, self.num_heads, 1, N)), mask], dim=2)
+                attn = masked_attention_weights(q, k, mask, scale=self.scale)
+                out = attn @ v
                 cls_attn = attn[:, :, 0, 1:]
-            else:
-                cls_p = ((q[:, :, :1] @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1)
-                out = sparse_attention(q[:, :, 1:], k, v, conn.indices, scale=self.scale, backend=self.backend)
-                if self.prune_attn_matrix_row and token_mask is not None:
-                    out = out * token_mask[:, None, :, None].to(out.dtype)
-                x = torch.cat([cls_p @ v, out], dim=2)
-                cls_attn = cls_p[:, :, 0, 1:]
+            x = out
         x = x.transpose(1, 2).reshape(B, N, self.attn_dim)
         x = self.proj_drop(self.proj(self.norm(x)))
         return x, approx, cls_attn
@@ -133,19 +146,21 @@ class SparsifinerBlock(Block):
         return self.forward_tokens(x)[0]
 
     def forward_tokens(self, x: torch.Tensor, token_mask: Optional[torch.Tensor] = None,
-                       num_live_tokens: Optional[int] = None):
+                       num_live_tokens: Optional[int] = None
+                       ) -> Tuple[torch.Tensor, Optional[torch.Tensor], Optional[int], torch.Tensor]:
         """-> (tokens, token mask after this block, its number of live tokens, the low-rank attention)."""
         y, approx, cls_attn = self.attn.forward_tokens(self.norm1(x), token_mask=token_mask,
                                                         num_live_tokens=num_live_tokens)
         x = x + self.drop_path1(self.ls1(y))
         x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
-        if self.token_budget is not None and cls_attn is not None:
+        token_budget = self.token_budget
+        if token_budget is not None and cls_attn is not None:
             score = cls_attn.mean(dim=1)
             if token_mask is not None:
                 score = score.masked_fill(~token_mask, float("-inf"))
-            keep = torch.topk(score, self.token_budget, sorted=False)[1]
+            keep = torch.topk(score, token_budget, sorted=False)[1]
             token_mask = torch.zeros_like(score, dtype=torch.bool).scatter_(-1, keep, True)
-            num_live_tokens = self.token_budget
+            num_live_tokens = token_budget
         if token_mask is not None:
             x = torch.cat([x[:, :1], x[:, 1:].masked_fill(~token_mask[..., None], 0.)], dim=1)
         return x, token_mask, num_live_tokens, approx
@@ -219,6 +234,7 @@ class Sparsifiner(TokenDroppingViT, VisionTransformer):
         super().__init__(block_fn=block_fn, **kwargs)
         self.num_tokens = num_tokens
         self.token_pruning_loc = token_pruning_loc if token_keep_rate_base < 1 else ()
+        self.prunes_tokens = bool(self.token_pruning_loc)  # (a bool for TorchScript; reorganizes_tokens says it)
         self._phase = "sparse"
         self.phase = "sparse"
         self.masked_dense = masked_dense
@@ -264,15 +280,16 @@ class Sparsifiner(TokenDroppingViT, VisionTransformer):
 
     @property
     def reorganizes_tokens(self) -> bool:
-        return bool(self.token_pruning_loc)
+        return self.prunes_tokens
 
     def _forward_blocks(self, x: torch.Tensor):
         """The blocks with the token mask carried along -> (tokens, low-rank attentions, token masks)."""
         token_mask: Optional[torch.Tensor] = None
         num_live: Optional[int] = None
-        approx, masks = [], []
+        approx: List[torch.Tensor] = []
+        masks: List[Optional[torch.Tensor]] = []
         for blk in self.blocks:
-            if self.grad_checkpointing and self.training and not torch.jit.is_scripting():
+            if not torch.jit.is_scripting() and self.grad_checkpointing and self.training:
                 x, token_mask, num_live, a = torch.utils.checkpoint.checkpoint(
                     blk.forward_tokens, x, token_mask, num_live, use_reentrant=False)
             else:
@@ -286,9 +303,18 @@ class Sparsifiner(TokenDroppingViT, VisionTransformer):
 
     def forward_features(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None,
                          is_causal: bool = False) -> torch.Tensor:
-        if not self.reorganizes_tokens:  # timm's (its blocks refuse attention masks)
-            return super().forward_features(x, attn_mask=attn_mask, is_causal=is_causal)
-        return self.norm(self._forward_blocks(self._embed(x))[0])
+        x = self._embed(x)
+        if self.prunes_tokens:
+            x = self._forward_blocks(x)[0]
+        # timm's ViT forward_features, restated rather than called: TorchScript does not compile super()
+        elif attn_mask is not None or is_causal:  # (the blocks refuse them; under FX tracing they are leaves)
+            for blk in self.blocks:
+                x = blk(x, attn_mask=attn_mask, is_causal=is_causal)
+        elif not torch.jit.is_scripting() and self.grad_checkpointing:
+            x = checkpoint_seq(self.blocks, x)
+        else:
+            x = self.blocks(x)
+        return self.norm(x)
 
     def forward_aux(self, x: torch.Tensor) -> Dict[str, object]:
         """What the release's model returns for its losses: ``logits``, ``tokens`` (the normed image tokens),
