@@ -484,3 +484,182 @@ def test_channels_first_tensor_is_a_layout_error():
         na2d(q, q, q, kernel_size=7)
     with pytest.raises(ValueError, match=r"larger than the input size"):  # a kernel too large for either layout
         na2d(q, q, q, kernel_size=17)
+
+
+def _error_message(fn):
+    with pytest.raises((TypeError, ValueError)) as info:
+        fn()
+    return f"{info.type.__name__}: {info.value}"
+
+
+def test_checks_are_cached_per_signature_without_changing_results_or_errors():
+    """Issue 19: a repeated call skips the front's checks (looked up per signature); its result is the same,
+    and a bad call after a good one of the same shapes (an argument equal as a dict key: True == 1 == 1.0)
+    still raises the message it raises on a fresh cache."""
+    import sys
+    front = sys.modules["vzoo.layers.neighborhood_attention"]
+    q, k, v = _qkv((6, 7), dtype=torch.float32)
+    rpb = torch.randn(2, 5, 5)
+    attn = torch.randn(2, 6, 7, 2, 9)
+    bad_calls = {  # good call -> bad calls with the same tensors
+        lambda: na2d(q, k, v, 1): [lambda: na2d(q, k, v, True), lambda: na2d(q, k, v, 1.0),
+                                   lambda: na2d(q, k, v, 1, backend="cuda"), lambda: na2d(q, k.double(), v, 1)],
+        lambda: na2d(q, k, v, (3, 3), is_causal=False, scale=1): [
+            lambda: na2d(q, k, v, (3.0, 3)), lambda: na2d(q, k, v, (3, 3), is_causal=0),
+            lambda: na2d(q, k, v, (3, 3), scale=True), lambda: na2d(q, k, v, ([3], 3))],
+        lambda: na2d(q, k, v, 3, rpb=rpb): [lambda: na2d(q, k, v, 3, rpb=rpb[:1]), lambda: na2d(q, k, v, 3, rpb=1)],
+        lambda: na2d_qk(q, k, 1): [lambda: na2d_qk(q, k, True)],
+        lambda: na2d_av(attn, v, 3): [lambda: na2d_av(attn[..., :4], v, 3), lambda: na2d_av(attn, v, (3, True))],
+    }
+    for good, bads in bad_calls.items():
+        front._CHECKED.clear()
+        fresh = [_error_message(bad) for bad in bads]
+        first = good()
+        assert len(front._CHECKED) == 1  # the good call was remembered, none of the bad ones
+        assert [_error_message(bad) for bad in bads] == fresh
+        torch.testing.assert_close(good(), first, atol=0, rtol=0)
+        front._CHECKED.clear()
+        torch.testing.assert_close(good(), first, atol=0, rtol=0)
+    # bounded: cleared when full
+    for i in range(front._MAX_CHECKED + 3):
+        na2d(q, k, v, 1, scale=1.0 + i)
+    assert 0 < len(front._CHECKED) <= front._MAX_CHECKED
+
+
+# ---------------------------------------------------------------------------------------------------
+# the tiled path's matmul core (issue 19): hand-written backward, chunks, per-pattern rpb bias
+# ---------------------------------------------------------------------------------------------------
+def test_tiled_chunks_cover_every_tile_once():
+    from vzoo.layers._na_torch import _chunks
+    for batch, heads, tiles, tile_scores, limit in [(3, 4, 5, 10, 10 ** 6), (3, 4, 5, 10, 200), (3, 4, 5, 10, 50),
+                                                    (3, 4, 5, 10, 20), (2, 3, 7, 10, 5)]:
+        seen = torch.zeros(batch, heads, tiles, dtype=torch.long)
+        chunks = _chunks(batch, heads, tiles, tile_scores, limit)
+        for b0, b1, h0, h1, t0, t1 in chunks:
+            seen[b0:b1, h0:h1, t0:t1] += 1
+            assert (b1 - b0) * (h1 - h0) * (t1 - t0) * tile_scores <= max(limit, tile_scores)
+        assert bool((seen == 1).all())
+    assert len(_chunks(3, 4, 5, 10, 10 ** 6)) == 1 and len(_chunks(2, 3, 7, 10, 5)) == 2 * 3 * 7
+
+
+@pytest.mark.parametrize("bias_shape", [None, (1, 2, 3, 3, 4), (1, 2, 1, 3, 4), (1, 1, 3, 3, 4)])
+def test_tiled_attention_function_gradcheck(bias_shape, monkeypatch):
+    """The hand-written backward in float64, in one chunk and in chunks of one tile."""
+    from vzoo.layers import _na_torch as T
+    torch.manual_seed(0)
+    q = torch.randn(2, 2, 3, 3, 2, dtype=torch.float64, requires_grad=True)  # (B, h, tiles, tq, C)
+    k = torch.randn(2, 2, 3, 4, 2, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(2, 2, 3, 4, 3, dtype=torch.float64, requires_grad=True)
+    bias = None if bias_shape is None else torch.randn(bias_shape, dtype=torch.float64, requires_grad=True)
+    ins = [t for t in (q, k, v, bias) if t is not None]
+    for limit in (1 << 19, 12):
+        monkeypatch.setattr(T, "_CHUNK_SCORES", limit)
+        assert len(T._chunks(2, 2, 3, 12)) == (1 if limit > 12 else 12)
+        assert torch.autograd.gradcheck(lambda *a: T._TiledAttention.apply(*a[:3], a[3] if bias is not None else None,
+                                                                           0.3), ins, fast_mode=True)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_tiled_rpb_grad_path_in_chunks_matches_reference(seed, monkeypatch):
+    """The learnable-rpb tiled path (forced), in chunks of every kind (batches, heads, tiles), against the
+    reference: forward and the gradients of q, k, v and rpb (float64; dilation, stride, causal)."""
+    from vzoo.layers import _na_torch as T
+    rng = random.Random(300 + seed)
+    n = (1, 2, 3)[seed % 3]
+    shape, ks, ss, ds, causal = _cfg(rng, n, max_len=8 if n == 3 else 13)
+    q, k, v = _qkv(shape, heads=3, vdim=5, b=3)
+    rpb = torch.randn(3, *[2 * x - 1 for x in ks], dtype=torch.float64)
+    ins = [t.requires_grad_(True) for t in (q, k, v, rpb)]
+    ref = dense_reference(q, k, v, ks, ss, ds, causal, 0.37, rpb)
+    g = torch.randn_like(ref)
+    want = torch.autograd.grad(ref, ins, g)
+    for limit in (1 << 19, 2000, 300):
+        monkeypatch.setattr(T, "_CHUNK_SCORES", limit)
+        out = T.na_forward(q, k, v, ks, ss, ds, causal, 0.37, rpb=rpb, path="tiled")
+        torch.testing.assert_close(out, ref, atol=1e-10, rtol=1e-10)
+        for a, b_ in zip(torch.autograd.grad(out, ins, g), want):
+            torch.testing.assert_close(a, b_, atol=1e-9, rtol=1e-9)
+
+
+def test_rpb_bias_is_gathered_once_per_tile_pattern():
+    """Windows that tile the map share one bias (broadcast over the tiles); NA's border tiles differ."""
+    from vzoo.layers import _na_torch as T
+    win = T._nd_plan((16, 24), (8, 8), (8, 8), (False, False), (8, 8), True, "cpu")
+    patterns, tile_pattern = win["rpb_patterns"]
+    assert patterns.shape == (1, 64, 64) and tile_pattern is None
+    na = T._nd_plan((20, 20), (5, 5), (1, 1), (False, False), (4, 4), True, "cpu")
+    patterns, tile_pattern = na["rpb_patterns"]
+    assert 1 < patterns.shape[0] < na["n_tiles"] and tile_pattern.shape == (na["n_tiles"],)
+    torch.testing.assert_close(patterns[tile_pattern], T._masked_rpb_idx(na), atol=0, rtol=0)
+    rpb = torch.randn(2, 9, 9, dtype=torch.float64)
+    want = T._bias_table(rpb, torch.float64)[:, T._masked_rpb_idx(na)]
+    torch.testing.assert_close(T._tile_bias(rpb, na, torch.float64), want, atol=0, rtol=0)
+
+
+def test_sum_dim_is_sum():
+    from vzoo.layers._na_torch import _sum_dim
+    x = torch.randn(3, 4, 5, 6, dtype=torch.float64)
+    for dim in range(3):
+        torch.testing.assert_close(_sum_dim(x, dim), x.sum(dim))
+
+
+def test_checks_cache_is_not_read_under_torch_compile(monkeypatch):
+    """dynamo traces the checks (fullgraph, no break) and never reads the cache, so eager calls that add
+    signatures later do not recompile the graph."""
+    monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
+    q = torch.randn(1, 6, 7, 2, 8)
+    attn = torch.randn(1, 6, 7, 2, 9)
+
+    def scores_then_sum(x):
+        return na2d_av(na2d_qk(x, x, 3).softmax(-1), x, 3) + na2d_av(attn, x, 3)
+
+    compiled = torch.compile(scores_then_sum, backend="eager", fullgraph=True)
+    first = compiled(q)
+    na2d_qk(q, q, 1), na2d_av(attn[..., :1], q, 1)  # new signatures, in eager mode
+    torch.testing.assert_close(compiled(q), first, atol=0, rtol=0)
+    torch.testing.assert_close(first, scores_then_sum(q), atol=0, rtol=0)
+
+
+def test_tiled_attention_function_compiles_fullgraph(monkeypatch):
+    """The matmul core traces whole under torch.compile (forward and backward), in chunks."""
+    from vzoo.layers import _na_torch as T
+    monkeypatch.setattr(T, "_CHUNK_SCORES", 30)
+    torch.manual_seed(0)
+    shapes = [(2, 2, 3, 3, 4), (2, 2, 3, 5, 4), (2, 2, 3, 5, 4), (1, 2, 1, 3, 5)]  # q, k, v, bias
+    ins = [torch.randn(s).requires_grad_() for s in shapes]
+
+    def f(q, k, v, bias):
+        return T._TiledAttention.apply(q, k, v, bias, 0.5)
+    out = torch.compile(f, fullgraph=True, backend="aot_eager")(*ins)
+    ref = f(*ins)
+    torch.testing.assert_close(out, ref)
+    g = torch.randn_like(ref)
+    for a, b_ in zip(torch.autograd.grad(out, ins, g), torch.autograd.grad(ref, ins, g)):
+        torch.testing.assert_close(a, b_)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_tiled_rpb_grad_path_half_precision_as_autograd(dtype):
+    """Half inputs on the learnable-rpb path: output and gradients as close to the float64 reference as
+    autograd through the same half-precision ops (float32 scores, half matmuls) gets."""
+    from vzoo.layers import _na_torch as T
+    torch.manual_seed(0)
+    q, k, v = _qkv((12, 10), heads=2, dim=16, dtype=dtype)
+    rpb = torch.randn(2, 9, 9)
+    ins = [t.requires_grad_() for t in (q, k, v, rpb)]
+    geo = ((5, 5), (1, 1), (1, 1), (False, False), 0.3)
+    ref = dense_reference(*(t.double() for t in ins[:3]), *geo, rpb.double())
+    g = torch.randn_like(ref)
+    plan = T._nd_plan((12, 10), (5, 5), (1, 1), (False, False), T._tiles_for((12, 10), (5, 5), (1, 1), None), True,
+                      "cpu")
+    # the same ops through autograd: half matmuls, float32 scores + bias and softmax
+    qt, kt, vt = (T._gather_heads_major(x, plan[i], plan["n_tiles"]) for x, i in zip(ins, ("qflat", "rflat", "rflat")))
+    s = torch.matmul(qt, kt.transpose(-1, -2)).float() * 0.3 + T._tile_bias(rpb, plan, torch.float32).repeat(2, 1, 1, 1)
+    auto = T._untile_heads_major(torch.matmul(torch.softmax(s, -1).to(dtype), vt), plan, (12, 10), 2)
+    out = T.na_forward(*ins[:3], *geo, rpb=rpb, path="tiled")
+    want = torch.autograd.grad(ref, ins, g)
+    assert out.dtype == dtype
+    assert (out.double() - ref).abs().max() <= 1.5 * (auto.double() - ref).abs().max() + 1e-3
+    for got, base, w in zip(torch.autograd.grad(out, ins, g.to(dtype)), torch.autograd.grad(auto, ins, g.to(dtype)),
+                            want):
+        assert (got.double() - w).abs().max() <= 1.5 * (base.double() - w).abs().max() + 1e-3

@@ -103,3 +103,22 @@ def test_variants_match_the_release():
         n = sum(p.numel() for p in fused.parameters()) / 1e6
         assert abs(n - params_m) / params_m < 0.05, (name, n)
         assert fused.pretrained_cfg["notes"] == model.pretrained_cfg["notes"]
+
+
+def test_compile_fullgraph_takes_the_index_tables_as_constants():
+    """``torch.compile(fullgraph=True)`` captures the whole model, ContMix's ``na2d_av`` (its dense and its
+    offset path) and relative-position bias included, with their cached index tables as graph constants (no
+    table is rebuilt in the graph), and gives eager's outputs."""
+    model = randomize_(_small(), seed=4).eval()
+    x = torch.randn(1, 3, 64, 96)  # Focus-Net maps 4x6 and 2x3, resized up to the kernels
+    ops = []
+
+    def backend(graph_module, example_inputs):
+        ops.extend(str(n.target) for n in graph_module.graph.nodes if n.op == "call_function")
+        return graph_module
+
+    torch._dynamo.reset()
+    compiled = torch.compile(model, fullgraph=True, backend=backend)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), model(x), rtol=1e-5, atol=1e-6)
+    assert ops and not [op for op in ops if "arange" in op or "window_bounds" in op]

@@ -199,6 +199,7 @@ class RepConvBlock(nn.Module):
 
 
 @functools.lru_cache(maxsize=64)
+@torch.compiler.assume_constant_result  # torch.compile: constants of the int arguments, built once, not traced
 @torch.inference_mode(False)  # cached: usable by autograd even when first built under inference_mode
 def _window_bias_index(height: int, width: int, kernel_size: int, device: str):
     """Row and column indices into a ``(2k-1, 2k-1)`` relative-position table of each pixel's ``k``
@@ -241,12 +242,12 @@ class DynamicConvBlock(nn.Module):
 
     ``forward(x, ctx, ctx_ref)``: ``x`` ``(B, C, H, W)``; ``ctx`` the running context ``(B, C_h, H, W)``,
     ``ctx_ref`` the Overview-Net's context (added through ``h_scale``, except in the first block). Returns
-    the next ``(x, ctx)``, or ``(x ⊕ ctx, None)`` from the last block.
+    the next ``(x, ctx)``.
     """
 
     def __init__(self, dim: int, ctx_dim: int, kernel_size: int, small_kernel_size: int = 5, num_heads: int = 2,
                  mlp_ratio: float = 4.0, ls_init_value: Optional[float] = None, drop_path: float = 0.0,
-                 is_first: bool = False, is_last: bool = False, reparam: bool = False, pool_size: int = 7,
+                 is_first: bool = False, reparam: bool = False, pool_size: int = 7,
                  device=None, dtype=None):
         super().__init__()
         dd = dict(device=device, dtype=dtype)
@@ -257,7 +258,6 @@ class DynamicConvBlock(nn.Module):
         self.num_heads = num_heads * 2  # one half of the heads per kernel size
         self.scale = (dim // self.num_heads) ** -0.5
         self.is_first = is_first
-        self.is_last = is_last
         # the first block has no context to add (Identity, not absent: TorchScript compiles both branches)
         self.x_scale = ScaleBias(ctx_dim, 1.0, **dd) if not is_first else nn.Identity()
         self.h_scale = ScaleBias(ctx_dim, 1.0, **dd) if not is_first else nn.Identity()
@@ -301,8 +301,7 @@ class DynamicConvBlock(nn.Module):
         mixed = _mix_neighbours(weights, value, self.rpb1, self.rpb2, self.small_kernel_size, self.kernel_size)
         return mixed.reshape(B, H, W, dim).permute(0, 3, 1, 2)
 
-    def forward(self, x: torch.Tensor, ctx: torch.Tensor, ctx_ref: torch.Tensor
-                ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    def forward(self, x: torch.Tensor, ctx: torch.Tensor, ctx_ref: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         B, C, H, W = x.shape
         if not self.is_first:
             ctx = self.x_scale(ctx) + self.h_scale(ctx_ref)
@@ -324,22 +323,55 @@ class DynamicConvBlock(nn.Module):
         x = self.ls1(shortcut) + self.drop_path(x)
         x = self.dwconv2(x)
         x = self.ls2(x) + self.drop_path(self.mlp(self.norm2(x)))
-        if self.is_last:
-            return x, None
         x, ctx = torch.split(x, [C, x.shape[1] - C], dim=1)
         return x, ctx
 
 
+class RepConvStage(nn.Sequential):
+    """A Base-/Overview-Net stage: :class:`RepConvBlock` s in sequence, gradient checkpointing per stage."""
+
+    def __init__(self, *blocks: nn.Module):
+        super().__init__(*blocks)
+        self.grad_checkpointing = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return checkpoint_seq(self, x)
+        for block in self:
+            x = block(x)
+        return x
+
+
+class FocusStage(nn.ModuleList):
+    """A Focus-Net stage: :class:`DynamicConvBlock` s threading the context; returns features ⊕ context
+    (the pyramid level, one tensor: what fx feature extraction takes as the stage's output)."""
+
+    def __init__(self, blocks: Sequence[nn.Module]):
+        super().__init__(blocks)
+        self.grad_checkpointing = False
+
+    def forward(self, x: torch.Tensor, ctx: torch.Tensor, ctx_ref: torch.Tensor) -> torch.Tensor:
+        for block in self:
+            if self.grad_checkpointing and not torch.jit.is_scripting():
+                x, ctx = checkpoint(block, x, ctx, ctx_ref)
+            else:
+                x, ctx = block(x, ctx, ctx_ref)
+        return torch.cat([x, ctx], dim=1)
+
+
 class CtxDownsample(nn.Module):
-    """Stride-2 conv + BN of the Focus-Net features (``dim`` → ``out_dim``) and of the context."""
+    """Stride-2 conv + BN of the Focus-Net features (``dim`` → ``out_dim``) and of the context, from the
+    stage's features ⊕ context."""
 
     def __init__(self, dim: int, out_dim: int, device=None, dtype=None):
         super().__init__()
         dd = dict(device=device, dtype=dtype)
+        self.dim = dim
         self.x_proj = nn.Sequential(*_conv_bn(dim, out_dim, stride=2, **dd))
         self.h_proj = nn.Sequential(*_conv_bn(out_dim // 4, out_dim // 4, stride=2, **dd))
 
-    def forward(self, x: torch.Tensor, ctx: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        x, ctx = torch.split(x, [self.dim, x.shape[1] - self.dim], dim=1)
         return self.x_proj(x), self.h_proj(ctx)
 
 
@@ -388,7 +420,6 @@ class OverLoCK(nn.Module):
         self.num_classes = num_classes
         self.num_features = self.head_hidden_size = projection
         self.drop_rate = drop_rate
-        self.grad_checkpointing = False
         ctx_dim = embed_dims[3] // 4
         fusion_dim = embed_dims[3] + ctx_dim
 
@@ -402,18 +433,17 @@ class OverLoCK(nn.Module):
         # one linear schedule over all blocks, in the order blocks1..4, sub_blocks3, sub_blocks4 (official)
         dpr = calculate_drop_path_rates(drop_path_rate, list(depths) + list(sub_depths), stagewise=True)
         for i in range(4):
-            setattr(self, f"blocks{i + 1}", nn.Sequential(*[
+            setattr(self, f"blocks{i + 1}", RepConvStage(*[
                 RepConvBlock(embed_dims[i], kernel_size=kernel_sizes[i], mlp_ratio=mlp_ratios[i],
                              ls_init_value=ls_init_values[i], drop_path=dpr[i][j], reparam=reparam, **dd)
                 for j in range(depths[i])]))
         for s, stage in enumerate((2, 3)):
-            setattr(self, f"sub_blocks{stage + 1}", nn.ModuleList([
+            setattr(self, f"sub_blocks{stage + 1}", FocusStage([
                 DynamicConvBlock(embed_dims[stage], ctx_dim=embed_dims[3], kernel_size=kernel_sizes[stage],
                                  small_kernel_size=small_kernel_size, num_heads=sub_num_heads[s],
                                  mlp_ratio=sub_mlp_ratios[s], ls_init_value=ls_init_values[stage],
                                  drop_path=dpr[4 + s][j],
-                                 is_first=stage == 2 and j == 0, is_last=stage == 3 and j == sub_depths[1] - 1,
-                                 reparam=reparam, **dd)
+                                 is_first=stage == 2 and j == 0, reparam=reparam, **dd)
                 for j in range(sub_depths[s])]))
         self.feature_info = [
             dict(num_chs=embed_dims[0], reduction=4, module="blocks1"),
@@ -456,7 +486,9 @@ class OverLoCK(nn.Module):
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True):
-        self.grad_checkpointing = enable
+        for stage in self.modules():
+            if isinstance(stage, (RepConvStage, FocusStage)):
+                stage.grad_checkpointing = enable
 
     @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
@@ -468,44 +500,30 @@ class OverLoCK(nn.Module):
             self.head[3] = SelectAdaptivePool2d(pool_type=global_pool, flatten=bool(global_pool))
         self.head[4] = self._classifier(num_classes, **get_device_dtype(self))
 
-    def _blocks(self, blocks: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            return checkpoint_seq(blocks, x)
-        return blocks(x)
-
-    def _sub_block(self, block: nn.Module, x: torch.Tensor, ctx: torch.Tensor, ctx_ref: torch.Tensor):
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            return checkpoint(block, x, ctx, ctx_ref)
-        return block(x, ctx, ctx_ref)
-
     def _features(self, x: torch.Tensor, take: Optional[List[int]] = None,
                   stop: int = 3) -> Tuple[torch.Tensor, List[torch.Tensor]]:
         """The final Focus-Net map, and the pyramid levels listed in ``take`` (computed up to ``stop``)."""
         no_levels: List[int] = []
         take = no_levels if take is None else take
         levels: List[torch.Tensor] = []
-        x = self._blocks(self.blocks1, self.patch_embed1(x))
+        x = self.blocks1(self.patch_embed1(x))
         if 0 in take:
             levels.append(x)
-        x = self._blocks(self.blocks2, self.patch_embed2(x))
+        x = self.blocks2(self.patch_embed2(x))
         if 1 in take:
             levels.append(x)
         if stop < 2:
             return x, levels
-        x = self._blocks(self.blocks3, self.patch_embed3(x))  # Overview-Net
-        ctx_cls = self._blocks(self.blocks4, self.patch_embed4(x))
-        ctx_ref = self.high_level_proj(ctx_cls)
+        x = self.blocks3(self.patch_embed3(x))  # Overview-Net
+        ctx_ref = self.high_level_proj(self.blocks4(self.patch_embed4(x)))
         ctx_up = F.interpolate(ctx_ref, size=x.shape[2:], mode="bilinear", align_corners=False)
-        ctx = ctx_up
-        for blk in self.sub_blocks3:  # Focus-Net
-            x, ctx = self._sub_block(blk, x, ctx, ctx_up)
+        x = self.sub_blocks3(x, ctx_up, ctx_up)  # Focus-Net: features ⊕ context at each stage's end
         if 2 in take:
-            levels.append(torch.cat([x, ctx], dim=1))
+            levels.append(x)
         if stop < 3:
             return x, levels
-        x, ctx = self.patch_embedx(x, ctx)
-        for blk in self.sub_blocks4:
-            x, ctx = self._sub_block(blk, x, ctx, ctx_ref)
+        x, ctx = self.patch_embedx(x)
+        x = self.sub_blocks4(x, ctx, ctx_ref)
         if 3 in take:
             levels.append(x)
         return x, levels
