@@ -37,7 +37,7 @@ from vzoo.kernels.na import na_triton
 from vzoo.kernels.na_split import na_av_triton, na_qk_triton
 
 from ._backend import NA_BACKENDS, NA_SPLIT_BACKENDS, choose_backend
-from ._na_torch import na_av, na_forward, na_qk
+from ._na_torch import na_av, na_forward, na_qk, plain_attention
 
 __all__ = ["na1d", "na2d", "na3d", "na1d_qk", "na1d_av", "na2d_qk", "na2d_av", "na3d_qk", "na3d_av",
            "neighborhood_attention"]
@@ -227,6 +227,8 @@ def _na(*, op_name, spatial_dims, query, key, value, kernel_size, stride, dilati
     backend, geometry = _lookup(signature) or _remember(signature, _check_na(
         op_name=op_name, spatial_dims=spatial_dims, query=query, key=key, value=value, kernel_size=kernel_size,
         stride=stride, dilation=dilation, is_causal=is_causal, scale=scale, rpb=rpb, backend=backend))
+    if backend == "plain" and tile is None:  # the torch path of a call that is plain attention
+        return plain_attention(query, key, value, scale=geometry["scale"])
     if backend == "natten":
         return _natten_call(spatial_dims=spatial_dims, q=query, k=key, v=value, rpb=rpb, **geometry)
     if backend == "triton":
@@ -257,7 +259,13 @@ def _check_na(*, op_name, spatial_dims, query, key, value, kernel_size, stride, 
         raise TypeError(f"{op_name}: scale must be a float or None, got {scale!r}")
     backend = choose_backend(op_name, backend, NA_BACKENDS, device=query.device, dtype=query.dtype,
                              spatial_dims=n, has_rpb=rpb is not None)
-    return backend, dict(kernel=kernel, stride=stride, dilation=dilation, causal=causal, scale=float(scale))
+    # every window is the whole map (kernel == map, no dilation, not causal, no bias): plain attention, which
+    # the torch path would reach after its dispatch steps; "plain" (internal) goes there directly
+    plain = (backend == "torch" and rpb is None and query.numel() > 0 and value.numel() > 0
+             and not any(causal) and all(d == 1 for d in dilation)
+             and tuple(kernel) == tuple(query.shape[1:1 + n]))
+    return "plain" if plain else backend, dict(kernel=kernel, stride=stride, dilation=dilation, causal=causal,
+                                               scale=float(scale))
 
 
 def _natten_call(*, spatial_dims, q, k, v, kernel, stride, dilation, causal, scale, rpb):
