@@ -54,6 +54,24 @@ def default_tile(length: int, kernel: int, stride: int, target: int = 6) -> int:
     return max(1, min(t, length))
 
 
+def _compile_constant(maxsize: int):
+    """Decorator for the table builders, functions of hashable Python arguments: an ``lru_cache``, built
+    outside inference mode (autograd may use the tables whatever mode first built them), and a constant
+    under torch.compile (``torch.compiler.assume_constant_result``: called once per trace, its result taken
+    as constants, instead of tracing a construction that reads tensor values: a graph break). The marked
+    function is a plain one calling the cache: dynamo looks through an ``lru_cache`` wrapper (and warns)."""
+    def decorate(fn):
+        cached = functools.lru_cache(maxsize=maxsize)(torch.inference_mode(False)(fn))
+
+        @torch.compiler.assume_constant_result
+        @functools.wraps(fn)
+        def constant(*args, **kwargs):
+            return cached(*args, **kwargs)
+        constant.cache_clear, constant.cache_info = cached.cache_clear, cached.cache_info
+        return constant
+    return decorate
+
+
 @functools.lru_cache(maxsize=256)
 @torch.inference_mode(False)  # cached tables: normal tensors even when first built in inference mode
 def _axis_plan(length: int, kernel: int, stride: int, causal: bool, tile: int):
@@ -89,9 +107,12 @@ def _broadcast_axes(tables, n):
     return out
 
 
-@functools.lru_cache(maxsize=64)
-@torch.inference_mode(False)
+@_compile_constant(maxsize=64)
 def _nd_plan(shape, kernel, stride, causal, tile, with_rpb: bool, device: str):
+    """The fused op's tables for one geometry: token indices of every tile's queries (``qflat``) and key
+    region (``rflat``) and their inverse, the neighbourhood ``mask`` (None when every key of every region is
+    in its queries' windows), the rpb indices and distinct tile patterns. Complete when built, never changed
+    after (torch.compile takes them as constants); ``key`` rebuilds it (:func:`_float_mask`)."""
     n = len(shape)
     plans = [_axis_plan(shape[i], kernel[i], stride[i], causal[i], tile[i]) for i in range(n)]
     n_tiles = math.prod([p["nt"] for p in plans])  # lists, not generators: torch.compile traces this
@@ -124,12 +145,17 @@ def _nd_plan(shape, kernel, stride, causal, tile, with_rpb: bool, device: str):
     qflat, rflat = qflat.reshape(-1), rflat.reshape(-1)
     inv = torch.empty(math.prod(shape), dtype=torch.long, device="cpu")
     inv[qflat] = torch.arange(qflat.numel(), device="cpu")  # padded duplicates compute the same row: any one will do
-    plan = dict(plans=plans, n_tiles=n_tiles, tq=tq, tk=tk, mask=mask, rpb_idx=rpb_idx,
-                qflat=qflat.to(dev), rflat=rflat.to(dev), inv=inv.to(dev),
-                rpb_numel=math.prod(2 * k - 1 for k in kernel))
-    if with_rpb:  # the distinct tiles' masked rpb indices (U, tq, tk) and each tile's, None when all share one
-        patterns, tile_pattern = torch.unique(_masked_rpb_idx(plan).flatten(1), dim=0, return_inverse=True)
-        plan["rpb_patterns"] = (patterns.view(-1, tq, tk), None if patterns.shape[0] == 1 else tile_pattern)
+    # no tensor of the (shared) axis plans in here: torch.compile would register one constant twice
+    plan = dict(key=(shape, kernel, stride, causal, tile, with_rpb, device), n_tiles=n_tiles, tq=tq, tk=tk,
+                mask=mask, rpb_idx=rpb_idx, qflat=qflat.to(dev), rflat=rflat.to(dev), inv=inv.to(dev))
+    if with_rpb:
+        rpb_numel = math.prod([2 * k - 1 for k in kernel])
+        # masked pairs index the -inf slot after the table (_bias_table)
+        masked = rpb_idx if mask is None else rpb_idx.masked_fill(~mask, rpb_numel)
+        # the distinct tiles' masked rpb indices (U, tq, tk) and each tile's, None when all share one
+        patterns, tile_pattern = torch.unique(masked.flatten(1), dim=0, return_inverse=True)
+        plan.update(rpb_idx_masked=masked, rpb_patterns=(patterns.view(-1, tq, tk),
+                                                         None if patterns.shape[0] == 1 else tile_pattern))
     return plan
 
 
@@ -250,7 +276,7 @@ def _from_groups(xg, shape, dilation):
 def _run_grouped(core, tensors, dilation, out_channels):
     """Apply ``core(*tensors_in_group)`` (dilation 1) to every dilation group, reassembling the output."""
     n = len(dilation)
-    if all(d == 1 for d in dilation):
+    if all([d == 1 for d in dilation]):  # lists, not generators: torch.compile traces this function
         return core(*tensors)
     shape = tuple(tensors[0].shape[1:1 + n])
     groups = [_to_groups(t, dilation) for t in tensors]
@@ -262,7 +288,7 @@ def _run_grouped(core, tensors, dilation, out_channels):
         subs = []
         for g in groups:
             s = g[tuple(sl)]
-            ng = math.prod(g1 - g0 for g0, g1, _ in combo)
+            ng = math.prod([g1 - g0 for g0, g1, _ in combo])
             subs.append(s.reshape([b * ng] + [L for _, _, L in combo] + list(s.shape[-2:])))
         o = core(*subs)
         if out is None:
@@ -298,7 +324,7 @@ def choose_path(shape, kernel, stride, causal, tile=None) -> str:
     return "tiled" if tile is not None else _auto_path(tuple(shape), tuple(kernel), tuple(stride), tuple(causal))
 
 
-@functools.lru_cache(maxsize=256)
+@_compile_constant(maxsize=256)  # reads the (int) region sizes of a cached plan
 def _auto_path(shape, kernel, stride, causal):
     tiles = _tiles_for(shape, kernel, stride, None)
     spans_map = all(_axis_plan(L, k, s, c, t)["region"] == L
@@ -471,17 +497,13 @@ def _na_core_dense(q, k, v, plan, shape, scale, rpb):
     """One SDPA over all ``N`` tokens of the map with the ``(N, N)`` neighbourhood mask (none when every
     window is the whole map) or the ``(heads, N, N)`` bias with the mask folded in; no gather, no copy of
     the inputs (SDPA reads the heads-last layout through strides). ``plan``: one tile, the whole map."""
-    b, h = q.shape[0], q.shape[-2]
-    tokens = math.prod(shape)
-    qd, kd, vd = (t.reshape(b, tokens, h, t.shape[-1]).transpose(1, 2) for t in (q, k, v))
     # 4-D masks: a 3-D one sends torch's CPU SDPA to a path 3-4x slower (torch 2.14)
     if rpb is not None:
         mask = _bias_table(rpb, q.dtype)[:, _masked_rpb_idx(plan)]  # (h, 1, N, N); autograd reaches rpb
         mask = mask.transpose(0, 1)
     else:
         mask = None if plan["mask"] is None else _float_mask(plan, q.dtype).unsqueeze(0)  # (1, 1, N, N)
-    o = F.scaled_dot_product_attention(qd, kd, vd, attn_mask=mask, scale=scale)  # (B, h, N, Cv)
-    return o.transpose(1, 2).reshape(b, *shape, h, v.shape[-1])
+    return plain_attention(q, k, v, scale=scale, mask=mask)
 
 
 def _na_core_window(q, k, v, kernel, stride, causal, scale, rpb):
@@ -516,13 +538,17 @@ def _na_core_sdpa(q, k, v, plan, shape, scale, rpb):
     return _untile(o, plan, shape, b)
 
 
-@torch.inference_mode(False)
 def _float_mask(plan, dtype):
-    key = ("float_mask", dtype)
-    if key not in plan:
-        m = plan["mask"]
-        plan[key] = torch.zeros(m.shape, dtype=dtype, device=m.device).masked_fill_(~m, float("-inf"))
-    return plan[key]
+    """The plan's mask as an additive ``dtype`` mask (0 / -inf)."""
+    return _float_mask_of(plan["key"], dtype)["mask"]
+
+
+@_compile_constant(maxsize=64)
+def _float_mask_of(plan_key, dtype):
+    # in a dict: torch.compile names a bare tensor result after the function, and a second call in one graph
+    # (another dilation group) then fails aot_autograd ("source ... already in seen_sources", torch 2.14)
+    m = _nd_plan(*plan_key)["mask"]
+    return dict(mask=torch.zeros(m.shape, dtype=dtype, device=m.device).masked_fill_(~m, float("-inf")))
 
 
 def _bias_table(rpb, dtype):
@@ -531,13 +557,9 @@ def _bias_table(rpb, dtype):
     return torch.cat([flat, flat.new_full((flat.shape[0], 1), float("-inf"))], 1)
 
 
-@torch.inference_mode(False)
 def _masked_rpb_idx(plan):
-    if "rpb_idx_masked" not in plan:
-        idx = plan["rpb_idx"]
-        if plan["mask"] is not None:
-            idx = idx.masked_fill(~plan["mask"], plan["rpb_numel"])  # the -inf slot after the table
-        plan["rpb_idx_masked"] = idx
+    """``(tiles, tq, tk)`` rpb index of every pair, the -inf slot after the table where masked (a plan built
+    ``with_rpb``)."""
     return plan["rpb_idx_masked"]
 
 
@@ -565,9 +587,7 @@ def na_forward(q, k, v, kernel, stride, dilation, causal, scale, rpb=None, tile=
     return _run_grouped(core, tensors=(q, k, v), dilation=dilation, out_channels=v.shape[-1])
 
 
-@functools.lru_cache(maxsize=256)
-@torch.compiler.assume_constant_result  # torch.compile: constants of the int arguments, built once, not traced
-@torch.inference_mode(False)  # cached: usable by autograd even when first built under inference_mode
+@_compile_constant(maxsize=256)
 def _split_plan(shape, kernel, stride, causal, tile, with_rpb: bool, device: str):
     """The tables the split ops' tiled paths index with, for one geometry (``_nd_plan``'s token indices):
     ``idx``/``ok`` each query's neighbour slots in its tile's key region and their validity, ``rpb_idx`` the
@@ -621,9 +641,7 @@ def _av_core(a, v, kernel, tile):
 # ---------------------------------------------------------------------------------------------------
 # av by accumulation over the kernel offsets: O(N) memory, forward and backward
 # ---------------------------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=256)
-@torch.compiler.assume_constant_result  # torch.compile: constants of the int arguments, built once, not traced
-@torch.inference_mode(False)
+@_compile_constant(maxsize=256)
 def _window_index(shape, kernel, stride, causal, device: str):
     """Per axis and kernel slot ``o``, the ``(L,)`` key of slot ``o`` of every query's window (group
     coordinates): ``lo + o``, clamped to the window's last key (a causal window's spare slots, whose
@@ -779,3 +797,16 @@ def dense_reference(q, k, v, kernel, stride, dilation, causal, scale, rpb=None):
     s = s.masked_fill(~full.to(q.device), float("-inf"))
     o = torch.softmax(s, -1) @ vf
     return o.transpose(1, 2).reshape(b, *shape, h, v.shape[-1]).to(q.dtype)
+
+
+def plain_attention(q, k, v, scale, mask=None):
+    """Attention of every query over every token of the map: ``(B, *S, heads, C)`` in and out, one SDPA
+    reading the heads-last layout through strides (no copy of the inputs). NA whose kernel is the whole map
+    (unmasked) is this; the op front calls it directly for such calls (fewest Python steps: at 7 x 7 the
+    call is a bare SDPA plus about 3 us). ``mask``: broadcastable to ``(B, heads, N, N)``, additive."""
+    b, h = q.shape[0], q.shape[-2]
+    shape = q.shape[1:-2]
+    tokens = math.prod(shape)
+    qd, kd, vd = (t.reshape(b, tokens, h, t.shape[-1]).transpose(1, 2) for t in (q, k, v))
+    o = F.scaled_dot_product_attention(qd, kd, vd, attn_mask=mask, scale=scale)  # (B, h, N, Cv)
+    return o.transpose(1, 2).reshape(b, *shape, h, v.shape[-1])
