@@ -30,7 +30,7 @@ from typing import List, Optional, Tuple
 import torch
 
 from .geometry import window_bounds
-from .runtime import LOG2E, cannot_run_triton, cdiv, empty_out_lse, pow2_block, require
+from .runtime import LOG2E, cannot_run_triton, cdiv, empty_contiguous, empty_out_lse, pow2_block, require
 
 __all__ = ["cannot_run", "na_triton"]
 
@@ -112,10 +112,9 @@ def _strides(*tensors):
 
 
 def _empty_grads(q, k, v, rpb):
-    """Uninitialised ``[dq, dk, dv(, drpb)]`` (also the fake tensors of ``vzoo::na_bwd``); dq, dk, dv take
-    the (contiguous) inputs' strides, which the kernels write them with."""
-    grads = [torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)]
-    return grads if rpb is None else grads + [rpb.new_empty(rpb.shape)]
+    """Uninitialised ``[dq, dk, dv(, drpb)]`` (also the fake tensors of ``vzoo::na_bwd``), contiguous like the
+    inputs the launcher passes (the kernels write dq, dk, dv with the inputs' strides)."""
+    return list(empty_contiguous(q, k, v) if rpb is None else empty_contiguous(q, k, v, rpb))
 
 
 def _forward(q, k, v, rpb, kernel, stride, dilation, causal, scale):

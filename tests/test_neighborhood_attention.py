@@ -590,9 +590,9 @@ def test_rpb_bias_is_gathered_once_per_tile_pattern():
     na = T._nd_plan((20, 20), (5, 5), (1, 1), (False, False), (4, 4), True, "cpu")
     patterns, tile_pattern = na["rpb_patterns"]
     assert 1 < patterns.shape[0] < na["n_tiles"] and tile_pattern.shape == (na["n_tiles"],)
-    torch.testing.assert_close(patterns[tile_pattern], T._masked_rpb_idx(na), atol=0, rtol=0)
+    torch.testing.assert_close(patterns[tile_pattern], na["rpb_idx_masked"], atol=0, rtol=0)
     rpb = torch.randn(2, 9, 9, dtype=torch.float64)
-    want = T._bias_table(rpb, torch.float64)[:, T._masked_rpb_idx(na)]
+    want = T._bias_table(rpb, torch.float64)[:, na["rpb_idx_masked"]]
     torch.testing.assert_close(T._tile_bias(rpb, na, torch.float64), want, atol=0, rtol=0)
 
 

@@ -38,6 +38,8 @@ import torch.nn.functional as F
 
 from vzoo.kernels.geometry import window_bounds  # the window arithmetic the Triton launcher uses too
 
+from ._tables import constant_table
+
 __all__ = ["na_forward", "na_qk", "na_av", "dense_reference", "default_tile"]
 
 
@@ -54,26 +56,7 @@ def default_tile(length: int, kernel: int, stride: int, target: int = 6) -> int:
     return max(1, min(t, length))
 
 
-def _compile_constant(maxsize: int):
-    """Decorator for the table builders, functions of hashable Python arguments: an ``lru_cache``, built
-    outside inference mode (autograd may use the tables whatever mode first built them), and a constant
-    under torch.compile (``torch.compiler.assume_constant_result``: called once per trace, its result taken
-    as constants, instead of tracing a construction that reads tensor values: a graph break). The marked
-    function is a plain one calling the cache: dynamo looks through an ``lru_cache`` wrapper (and warns)."""
-    def decorate(fn):
-        cached = functools.lru_cache(maxsize=maxsize)(torch.inference_mode(False)(fn))
-
-        @torch.compiler.assume_constant_result
-        @functools.wraps(fn)
-        def constant(*args, **kwargs):
-            return cached(*args, **kwargs)
-        constant.cache_clear, constant.cache_info = cached.cache_clear, cached.cache_info
-        return constant
-    return decorate
-
-
-@functools.lru_cache(maxsize=256)
-@torch.inference_mode(False)  # cached tables: normal tensors even when first built in inference mode
+@constant_table(maxsize=256)
 def _axis_plan(length: int, kernel: int, stride: int, causal: bool, tile: int):
     """Per-axis tables for the tiled path (CPU tensors, cached)."""
     nt = -(-length // tile)
@@ -107,7 +90,7 @@ def _broadcast_axes(tables, n):
     return out
 
 
-@_compile_constant(maxsize=64)
+@constant_table(maxsize=64)
 def _nd_plan(shape, kernel, stride, causal, tile, with_rpb: bool, device: str):
     """The fused op's tables for one geometry: token indices of every tile's queries (``qflat``) and key
     region (``rflat``) and their inverse, the neighbourhood ``mask`` (None when every key of every region is
@@ -159,8 +142,7 @@ def _nd_plan(shape, kernel, stride, causal, tile, with_rpb: bool, device: str):
     return plan
 
 
-@functools.lru_cache(maxsize=256)
-@torch.inference_mode(False)
+@constant_table(maxsize=256)
 def _kernel_gather_idx(shape, kernel, stride, causal, tile, device: str):
     """(n_tiles, tq, K) region index of each query's neighbour slot ``j`` and (n_tiles, tq, K) slot validity
     (None when every slot is a key: non-causal). A causal window holds fewer than ``k`` keys near the start;
@@ -324,7 +306,7 @@ def choose_path(shape, kernel, stride, causal, tile=None) -> str:
     return "tiled" if tile is not None else _auto_path(tuple(shape), tuple(kernel), tuple(stride), tuple(causal))
 
 
-@_compile_constant(maxsize=256)  # reads the (int) region sizes of a cached plan
+@constant_table(maxsize=256)  # reads the (int) region sizes of a cached plan
 def _auto_path(shape, kernel, stride, causal):
     tiles = _tiles_for(shape, kernel, stride, None)
     spans_map = all(_axis_plan(L, k, s, c, t)["region"] == L
@@ -499,7 +481,7 @@ def _na_core_dense(q, k, v, plan, shape, scale, rpb):
     the inputs (SDPA reads the heads-last layout through strides). ``plan``: one tile, the whole map."""
     # 4-D masks: a 3-D one sends torch's CPU SDPA to a path 3-4x slower (torch 2.14)
     if rpb is not None:
-        mask = _bias_table(rpb, q.dtype)[:, _masked_rpb_idx(plan)]  # (h, 1, N, N); autograd reaches rpb
+        mask = _bias_table(rpb, q.dtype)[:, plan["rpb_idx_masked"]]  # (h, 1, N, N); -inf masked; autograd reaches rpb
         mask = mask.transpose(0, 1)
     else:
         mask = None if plan["mask"] is None else _float_mask(plan, q.dtype).unsqueeze(0)  # (1, 1, N, N)
@@ -543,7 +525,7 @@ def _float_mask(plan, dtype):
     return _float_mask_of(plan["key"], dtype)["mask"]
 
 
-@_compile_constant(maxsize=64)
+@constant_table(maxsize=64)
 def _float_mask_of(plan_key, dtype):
     # in a dict: torch.compile names a bare tensor result after the function, and a second call in one graph
     # (another dilation group) then fails aot_autograd ("source ... already in seen_sources", torch 2.14)
@@ -555,12 +537,6 @@ def _bias_table(rpb, dtype):
     """rpb flattened per head, plus one -inf entry that masked-out pairs index."""
     flat = rpb.reshape(rpb.shape[0], -1).to(dtype)
     return torch.cat([flat, flat.new_full((flat.shape[0], 1), float("-inf"))], 1)
-
-
-def _masked_rpb_idx(plan):
-    """``(tiles, tq, tk)`` rpb index of every pair, the -inf slot after the table where masked (a plan built
-    ``with_rpb``)."""
-    return plan["rpb_idx_masked"]
 
 
 def _tile_bias(rpb, plan, dtype):
@@ -587,7 +563,7 @@ def na_forward(q, k, v, kernel, stride, dilation, causal, scale, rpb=None, tile=
     return _run_grouped(core, tensors=(q, k, v), dilation=dilation, out_channels=v.shape[-1])
 
 
-@_compile_constant(maxsize=256)
+@constant_table(maxsize=256)
 def _split_plan(shape, kernel, stride, causal, tile, with_rpb: bool, device: str):
     """The tables the split ops' tiled paths index with, for one geometry (``_nd_plan``'s token indices):
     ``idx``/``ok`` each query's neighbour slots in its tile's key region and their validity, ``rpb_idx`` the
@@ -641,7 +617,7 @@ def _av_core(a, v, kernel, tile):
 # ---------------------------------------------------------------------------------------------------
 # av by accumulation over the kernel offsets: O(N) memory, forward and backward
 # ---------------------------------------------------------------------------------------------------
-@_compile_constant(maxsize=256)
+@constant_table(maxsize=256)
 def _window_index(shape, kernel, stride, causal, device: str):
     """Per axis and kernel slot ``o``, the ``(L,)`` key of slot ``o`` of every query's window (group
     coordinates): ``lo + o``, clamped to the window's last key (a causal window's spare slots, whose

@@ -26,7 +26,6 @@ The official training's deep-supervision head (``aux_head``) is not part of the 
 dropped on load.
 """
 # no `from __future__ import annotations`: TorchScript reads the real annotations of @torch.jit.ignore'd code
-import functools
 import re
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -44,6 +43,7 @@ from timm.models._manipulate import checkpoint, checkpoint_seq, reparameterize_m
 
 from vzoo.kernels.geometry import window_bounds
 from vzoo.layers import na2d_av
+from vzoo.layers._tables import constant_table
 from ._builder import build_vzoo_model, official_notes, vzoo_cfg
 
 __all__ = ["OverLoCK", "DilatedReparamBlock", "checkpoint_filter_fn", "to_official_keys"]
@@ -198,9 +198,7 @@ class RepConvBlock(nn.Module):
         return self.ls(x) + self.proj(x)
 
 
-@functools.lru_cache(maxsize=64)
-@torch.compiler.assume_constant_result  # torch.compile: constants of the int arguments, built once, not traced
-@torch.inference_mode(False)  # cached: usable by autograd even when first built under inference_mode
+@constant_table(maxsize=64)
 def _window_bias_index(height: int, width: int, kernel_size: int, device: str):
     """Row and column indices into a ``(2k-1, 2k-1)`` relative-position table of each pixel's ``k``
     neighbours, in :func:`vzoo.layers.na2d_av`'s window (offset ``key - query + k - 1``)."""
