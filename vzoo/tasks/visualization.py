@@ -21,6 +21,7 @@ import numpy as np
 from mmengine.hooks import Hook
 from PIL import Image
 
+from ..utils import check_int
 from .registry import HOOKS
 
 __all__ = ["ShowDirHook", "DenseShowDirHook", "configure_show_dir", "make_grid", "GALLERY_NAME"]
@@ -75,11 +76,8 @@ class ShowDirHook(Hook):
 
     def __init__(self, draw: bool = False, interval: int = 1, test_out_dir: Optional[str] = None,
                  gallery_size: int = 16, gallery_columns: int = 4):
-        name = type(self).__name__
-        if not isinstance(interval, int) or interval < 1:
-            raise ValueError(f"{name}: interval must be an int >= 1, got {interval!r}")
-        if not isinstance(gallery_size, int) or gallery_size < 0:
-            raise ValueError(f"{name}: gallery_size must be an int >= 0, got {gallery_size!r}")
+        check_int(type(self).__name__, "interval", interval, 1)
+        check_int(type(self).__name__, "gallery_size", gallery_size, 0)
         self.draw, self.interval, self.test_out_dir = draw, interval, test_out_dir
         self.gallery_size, self.gallery_columns = gallery_size, gallery_columns
         self.failed: Optional[str] = None

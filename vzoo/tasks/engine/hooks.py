@@ -28,7 +28,7 @@ import torch
 from mmengine.dist import is_main_process
 from mmengine.hooks import CheckpointHook, Hook
 
-from ...utils import atomic_write_text
+from ...utils import atomic_write_text, check_int
 from ..registry import HOOKS
 from .checkpoint import history_buffers_from_plain, history_buffers_to_plain
 
@@ -231,8 +231,7 @@ class CurvePlotHook(Hook):
     priority = "LOW"
 
     def __init__(self, interval: int = 10, filename: str = "curves.png"):
-        if not isinstance(interval, int) or interval < 1:
-            raise ValueError(f"CurvePlotHook: interval must be an int >= 1, got {interval!r}")
+        check_int("CurvePlotHook", "interval", interval, 1)
         self.interval, self.filename = interval, filename
         self.history: Dict[str, List[List[float]]] = defaultdict(list)  # key -> [[iter, value], ...]
         self._acc: Dict[str, List[float]] = defaultdict(list)

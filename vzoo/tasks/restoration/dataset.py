@@ -6,6 +6,7 @@ from typing import List, Optional, Sequence
 
 from mmengine.dataset import BaseDataset
 
+from ...utils import check_int
 from ..engine.data_errors import NamedFileErrors
 from ..registry import DATASETS, TRANSFORMS, build_in_vzoo_scope
 
@@ -43,10 +44,8 @@ class SRFolderDataset(NamedFileErrors, BaseDataset):
                  repeat: int = 1, dataset_name: Optional[str] = None, data_root: str = "", pipeline: Sequence = (),
                  test_mode: bool = False,
                  **kwargs):
-        if not isinstance(scale, int) or scale < 1:
-            raise ValueError(f"SRFolderDataset: scale must be an int >= 1, got {scale!r}")
-        if not isinstance(repeat, int) or repeat < 1:
-            raise ValueError(f"SRFolderDataset: repeat must be an int >= 1, got {repeat!r}")
+        check_int("SRFolderDataset", "scale", scale, 1)
+        check_int("SRFolderDataset", "repeat", repeat, 1)
         self.gt_folder, self.lr_folder, self.scale = gt_folder, lr_folder, scale
         self.lr_filename_tmpl, self.lr_ext = lr_filename_tmpl, lr_ext
         self.recursive, self.repeat, self.dataset_name = recursive, repeat, dataset_name
